@@ -1,0 +1,101 @@
+"""
+### Batch events demo
+
+The event-driven AWS Batch core end to end, on whichever backend the platform settings select (the local
+backend by default, which really runs each job on this machine).
+
+For every sample in the run config, a job simulates the sample's reads and writes read statistics to the lake
+(`read_stats/project=<project>/sample=<sample>/stats.json`). The same step runs twice, to show both fan-out
+modes the pipelines use:
+
+- `read_stats_mapped`: one Batch job per sample, as mapped tasks (small runs);
+- `read_stats_array`: one Batch array job over all samples (large runs: one task, one trigger, one SubmitJob).
+
+`wait_for_array_job` shows `BatchJobSensor` waiting on a job id taken from XCom, and `report` prints what each
+sample's job did. Every task defers while its jobs run and wakes on their "Batch Job State Change" events.
+Set `fail_sample` to one of the samples to watch a failure name the sample, its exit code and its log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, chain, dag, task
+
+from operators.batch_job import SAMPLE_ID, BatchJobOperator
+from sensors.batch_job import BatchJobSensor
+
+COMMAND = ["python3", "-m", "genomics_steps.read_stats"]
+
+
+@dag(
+    dag_id="batch_events_demo",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["demo", "batch"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 1},
+    params={
+        "project": Param("demo", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                         description="Project, used in tags and lake paths."),
+        "samples": Param(
+            ["S001", "S002", "S003", "S004"],
+            type="array",
+            items={"type": "string", "pattern": SAMPLE_ID.pattern},
+            minItems=2,
+            maxItems=1000,
+            uniqueItems=True,
+            description="Sample ids.",
+        ),
+        "reads": Param(2000, type="integer", minimum=10, maximum=1_000_000, description="Reads simulated per sample."),
+        "fail_sample": Param("", type="string", description="Make this sample's job fail (to see failure reports)."),
+    },
+)
+def batch_events_demo():
+    @task(multiple_outputs=True)
+    def run_config(params=None) -> dict:
+        """Params are validated by their schema before the run starts; turn them into job arguments."""
+        return {"samples": list(params["samples"])}
+
+    config = run_config()
+
+    mapped = BatchJobOperator.partial(
+        task_id="read_stats_mapped",
+        step="read_stats",
+        project="{{ params.project }}",
+        pipeline="demo",
+        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample }}"],
+        vcpus=1,
+        memory_mib=256,
+        timeout_seconds=600,
+    ).expand(sample=config["samples"])
+
+    array = BatchJobOperator(
+        task_id="read_stats_array",
+        step="read_stats",
+        project="{{ params.project }}",
+        pipeline="demo",
+        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample }}"],
+        samples=config["samples"],
+        vcpus=1,
+        memory_mib=256,
+        timeout_seconds=600,
+    )
+
+    wait = BatchJobSensor(
+        task_id="wait_for_array_job",
+        job_ids="{{ ti.xcom_pull(task_ids='read_stats_array', key='batch_job_id') }}",
+    )
+
+    @task
+    def report(summary: dict) -> None:
+        print(f"array job {summary['job_id']}: {summary['status']} ({summary['status_summary']})")
+        for child in summary["samples"]:
+            print(f"  {child['sample']:<10} {child['status']:<10} attempts={child['attempts']} log={child['log']}")
+
+    chain(config, [mapped, array])
+    chain(array, wait, report(array.output))
+
+
+batch_events_demo()

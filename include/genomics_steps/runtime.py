@@ -1,0 +1,49 @@
+"""What a job knows about itself: its sample (directly, or through an array job's manifest) and the lake."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+def read_uri(uri: str) -> bytes:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)).read_bytes()
+    if parsed.scheme == "s3":
+        import boto3
+
+        obj = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        return obj["Body"].read()
+    raise ValueError(f"unsupported URI {uri!r}")
+
+
+def write_uri(uri: str, data: bytes) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    elif parsed.scheme == "s3":
+        import boto3
+
+        boto3.client("s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data)
+    else:
+        raise ValueError(f"unsupported URI {uri!r}")
+
+
+def current_sample(environ: dict[str, str] | None = None) -> str:
+    """The sample this job (or this array child) processes."""
+    env = os.environ if environ is None else environ
+    if env.get("GENOMICS_SAMPLE"):
+        return env["GENOMICS_SAMPLE"]
+    manifest_uri = env.get("GENOMICS_MANIFEST_URI")
+    index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    if not manifest_uri or index is None:
+        raise RuntimeError("no GENOMICS_SAMPLE, and no manifest with AWS_BATCH_JOB_ARRAY_INDEX: which sample is this?")
+    samples = json.loads(read_uri(manifest_uri))["samples"]
+    return samples[int(index)]

@@ -1,0 +1,50 @@
+"""The backend switch: builds the Batch API, job-state store, event queue and lake for the configured backend.
+
+Operators, sensors and triggers ask here and never branch on the backend themselves. Create these objects
+inside execute() or a trigger's run(), never in __init__ or at DAG parse time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from botocore.config import Config
+
+from hooks.batch_api import AwsBatchApi, BatchApi, LocalBatchApi
+from hooks.event_queue import EventQueue, LocalEventQueue, SqsEventQueue
+from hooks.job_state import DynamoDbJobStateStore, JobStateStore, SqliteJobStateStore
+from platform_settings import PlatformSettings
+
+# Botocore's own retries stay short: throttled SubmitJob calls are retried by submit_within_budget, which
+# knows the shared budget, and other calls are retried by their callers' loops.
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+
+
+def aws_client(settings: PlatformSettings, service: str) -> Any:
+    """A boto3 client with the credentials of the Airflow connection ``settings.aws_conn_id``."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=settings.aws_conn_id, client_type=service, region_name=settings.region_name,
+                       config=_BOTO_CONFIG)
+    return hook.get_conn()
+
+
+def batch_api(settings: PlatformSettings) -> BatchApi:
+    if settings.backend == "aws":
+        return AwsBatchApi(aws_client(settings, "batch"))
+    return LocalBatchApi(settings.local_home, settings.local_vcpus, settings.local_memory_mib)
+
+
+def job_state_store(settings: PlatformSettings) -> JobStateStore:
+    if settings.backend == "aws":
+        return DynamoDbJobStateStore(aws_client(settings, "dynamodb"), settings.job_state_table)
+    return SqliteJobStateStore(Path(settings.local_home) / "job_state.sqlite")
+
+
+def event_queue(settings: PlatformSettings) -> EventQueue:
+    if settings.backend == "aws":
+        return SqsEventQueue(aws_client(settings, "sqs"), settings.event_queue_url)
+    from local_batch.runner import event_queue_path
+
+    return LocalEventQueue(event_queue_path(Path(settings.local_home)))

@@ -1,0 +1,281 @@
+"""The durable job-state store: what every waiting trigger reads, what the event consumer writes.
+
+Three kinds of record live here:
+- job state, one per job and one per array child, merged monotonically so duplicated and reordered events
+  settle on the right state (see ``JobState.order``);
+- submission records, one per task instance (idempotency key), so an Airflow retry reattaches to its job;
+- the shared SubmitJob budget, counted in short fixed windows (see rate_window) so that every worker of the deployment together
+  stays under the configured rate.
+
+DynamoDB on AWS (table with string keys ``pk`` and ``sk``), SQLite locally. Both implement ``JobStateStore``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Iterable
+
+from batch_model import JobState
+
+RECORD_TTL_SECONDS = 30 * 24 * 3600
+
+
+def rate_window(rate_per_second: float) -> tuple[float, int]:
+    """The counting window (seconds) and how many submissions each window allows for a rate budget.
+
+    Windows are fixed, so a one-second interval overlaps at most 1/window + 1 of them; the budget per window is
+    chosen so that even then no second holds more than the rate: 40 TPS gives 3 per 100 ms (at most 33 in
+    any second, 30 on average), never a burst over AWS's 50 TPS quota at a window edge.
+    """
+    if rate_per_second >= 11:
+        return 0.1, int(rate_per_second // 11)
+    return 1.0, max(1, int(rate_per_second // 2))
+
+
+class JobStateStore(ABC):
+    @abstractmethod
+    def record(self, state: JobState) -> bool:
+        """Store ``state`` unless a later (or equal) observation is already stored. True if it was applied."""
+
+    @abstractmethod
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """Current state of each known job id (unknown ids are absent)."""
+
+    @abstractmethod
+    def children(self, parent_id: str) -> list[JobState]:
+        """States of an array job's children, in index order."""
+
+    @abstractmethod
+    def get_submission(self, key: str) -> dict[str, Any] | None:
+        """The latest job submitted for a task instance's idempotency key."""
+
+    @abstractmethod
+    def put_submission(self, key: str, record: dict[str, Any]) -> None:
+        """Remember which job a task instance submitted (overwrites an older generation)."""
+
+    @abstractmethod
+    def try_take_submit_slot(self, rate_per_second: float) -> float:
+        """Take one SubmitJob slot from the shared budget: 0.0 if taken, else seconds to wait before asking again."""
+
+    def take_submit_slot(self, rate_per_second: float, sleep=time.sleep) -> float:
+        """Block until a slot is taken; returns the seconds spent waiting."""
+        waited = 0.0
+        while (delay := self.try_take_submit_slot(rate_per_second)) > 0:
+            sleep(delay)
+            waited += delay
+        return waited
+
+
+# --- SQLite ------------------------------------------------------------------------------------------
+class SqliteJobStateStore(JobStateStore):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS job_state (
+                    job_id TEXT PRIMARY KEY, parent_id TEXT NOT NULL, array_index INTEGER,
+                    ord INTEGER NOT NULL, data TEXT NOT NULL, updated REAL NOT NULL);
+                CREATE INDEX IF NOT EXISTS job_state_parent ON job_state(parent_id, array_index);
+                CREATE TABLE IF NOT EXISTS submission (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS submit_rate (window INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+                """
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def record(self, state: JobState) -> bool:
+        cur = self._conn().execute(
+            """INSERT INTO job_state (job_id, parent_id, array_index, ord, data, updated)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(job_id) DO UPDATE SET ord = excluded.ord, data = excluded.data, updated = excluded.updated
+               WHERE excluded.ord > job_state.ord""",
+            (
+                state.job_id,
+                state.parent_id,
+                state.array_index,
+                state.order,
+                json.dumps(state.to_dict()),
+                time.time(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, JobState] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._conn().execute(
+                f"SELECT data FROM job_state WHERE job_id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            for (data,) in rows:
+                state = JobState.from_dict(json.loads(data))
+                out[state.job_id] = state
+        return out
+
+    def children(self, parent_id: str) -> list[JobState]:
+        rows = self._conn().execute(
+            "SELECT data FROM job_state WHERE parent_id = ? AND array_index IS NOT NULL ORDER BY array_index",
+            (parent_id,),
+        )
+        return [JobState.from_dict(json.loads(d)) for (d,) in rows]
+
+    def get_submission(self, key: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT data FROM submission WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_submission(self, key: str, record: dict[str, Any]) -> None:
+        self._conn().execute(
+            "INSERT INTO submission (key, data) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET data = excluded.data",
+            (key, json.dumps(record)),
+        )
+
+    def try_take_submit_slot(self, rate_per_second: float) -> float:
+        now = time.time()
+        seconds, budget = rate_window(rate_per_second)
+        window = int(now / seconds)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT n FROM submit_rate WHERE window = ?", (window,)).fetchone()
+            if row and row[0] >= budget:
+                conn.execute("COMMIT")
+                return max((window + 1) * seconds - now, 0.001)
+            conn.execute(
+                "INSERT INTO submit_rate (window, n) VALUES (?, 1) ON CONFLICT(window) DO UPDATE SET n = n + 1",
+                (window,),
+            )
+            conn.execute("DELETE FROM submit_rate WHERE window < ?", (window - 100,))
+            conn.execute("COMMIT")
+            return 0.0
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+# --- DynamoDB ----------------------------------------------------------------------------------------
+def _job_key(job_id: str) -> dict[str, Any]:
+    parent, _, index = job_id.partition(":")
+    sk = f"child#{int(index):06d}" if index else "#"
+    return {"pk": {"S": f"job#{parent}"}, "sk": {"S": sk}}
+
+
+class DynamoDbJobStateStore(JobStateStore):
+    def __init__(self, client: Any, table: str):
+        self.client = client
+        self.table = table
+
+    def record(self, state: JobState) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_job_key(state.job_id),
+                UpdateExpression="SET #ord = :ord, #data = :data, #upd = :upd, #exp = :exp",
+                ConditionExpression="attribute_not_exists(#ord) OR #ord < :ord",
+                ExpressionAttributeNames={"#ord": "ord", "#data": "data", "#upd": "updated", "#exp": "expires"},
+                ExpressionAttributeValues={
+                    ":ord": {"N": str(state.order)},
+                    ":data": {"S": json.dumps(state.to_dict())},
+                    ":upd": {"N": repr(time.time())},
+                    ":exp": {"N": str(int(time.time()) + RECORD_TTL_SECONDS)},
+                },
+            )
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, JobState] = {}
+        for start in range(0, len(ids), 100):  # BatchGetItem takes at most 100 keys
+            pending: dict[str, Any] = {
+                self.table: {"Keys": [_job_key(i) for i in ids[start : start + 100]], "ProjectionExpression": "#d",
+                             "ExpressionAttributeNames": {"#d": "data"}}
+            }
+            delay = 0.05
+            while pending:
+                resp = self.client.batch_get_item(RequestItems=pending)
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    state = JobState.from_dict(json.loads(item["data"]["S"]))
+                    out[state.job_id] = state
+                pending = resp.get("UnprocessedKeys") or {}
+                if pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        return out
+
+    def children(self, parent_id: str) -> list[JobState]:
+        out: list[JobState] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :child)",
+            "ExpressionAttributeValues": {":pk": {"S": f"job#{parent_id}"}, ":child": {"S": "child#"}},
+        }
+        while True:
+            resp = self.client.query(**kwargs)
+            out.extend(JobState.from_dict(json.loads(i["data"]["S"])) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def get_submission(self, key: str) -> dict[str, Any] | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": f"submission#{key}"}, "sk": {"S": "#"}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return json.loads(item["data"]["S"]) if item else None
+
+    def put_submission(self, key: str, record: dict[str, Any]) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"submission#{key}"},
+                "sk": {"S": "#"},
+                "data": {"S": json.dumps(record)},
+                "expires": {"N": str(int(time.time()) + RECORD_TTL_SECONDS)},
+            },
+        )
+
+    def try_take_submit_slot(self, rate_per_second: float) -> float:
+        from botocore.exceptions import ClientError
+
+        now = time.time()
+        seconds, budget = rate_window(rate_per_second)
+        window = int(now / seconds)
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"submit-rate#{seconds}#{window}"}, "sk": {"S": "#"}},
+                UpdateExpression="ADD #n :one SET #exp = :exp",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :budget",
+                ExpressionAttributeNames={"#n": "n", "#exp": "expires"},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":budget": {"N": str(budget)},
+                    ":exp": {"N": str(int(now) + 3600)},
+                },
+            )
+            return 0.0
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return max((window + 1) * seconds - now, 0.001)
+            raise

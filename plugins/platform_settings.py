@@ -1,0 +1,168 @@
+"""Platform settings: the one place that says which backend runs jobs and what the AWS resources are called.
+
+Resolution order, highest first:
+  1. environment variables ``GENOMICS_<FIELD>`` (for example ``GENOMICS_BACKEND=aws``);
+  2. the Airflow Variable ``genomics_platform`` holding a JSON object with the same field names
+     (``AIRFLOW_VAR_GENOMICS_PLATFORM`` works too, as for any Variable);
+  3. the defaults below, which select the embedded local backend.
+
+Settings are resolved inside ``execute()`` and passed to triggers explicitly, never at DAG parse time,
+so parsing a DAG needs neither the metadata database nor the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+VARIABLE_NAME = "genomics_platform"
+ENV_PREFIX = "GENOMICS_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """The platform settings are incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    # "local" runs jobs on this machine; "aws" submits them to AWS Batch.
+    backend: str = "local"
+
+    # --- AWS backend -------------------------------------------------------------------------
+    aws_conn_id: str | None = "aws_default"
+    region_name: str | None = None
+    # Job queue used when an operator names none, and aliases operators may use instead of ARNs.
+    job_queue: str = "genomics-spot"
+    job_queues: dict[str, str] = field(default_factory=dict)
+    # SQS queue that the EventBridge rule for "Batch Job State Change" events targets.
+    event_queue_url: str | None = None
+    # DynamoDB table (partition key "pk", sort key "sk", both strings) holding job state,
+    # submission records and the shared SubmitJob rate budget.
+    job_state_table: str | None = None
+    # Root of the data lake: s3://bucket/prefix on AWS, a directory (or file:// URI) locally.
+    lake_uri: str | None = None
+
+    # --- behaviour shared by both backends ---------------------------------------------------
+    # Deployment-wide SubmitJob budget; AWS fixes the quota at 50 per second per account.
+    submit_rate_per_second: float = 40.0
+    # A waited-on job with no news for this long is checked with a batched DescribeJobs.
+    reconcile_after_seconds: float = 600.0
+    # How often the shared consumer re-reads the job-state store for waited jobs whose events
+    # another triggerer process may have consumed. 0 disables the periodic re-read.
+    store_refresh_seconds: float = 30.0
+    # Long-poll wait of one receive call on the event queue.
+    event_wait_seconds: float = 20.0
+
+    # --- local backend -----------------------------------------------------------------------
+    # Directory holding the local control plane, event queue, job-state store, logs and lake.
+    local_home: str = str(REPO_ROOT / ".local-platform")
+    # Capacity of the local "compute environment"; 0 means what this machine has.
+    local_vcpus: int = 0
+    local_memory_mib: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "aws"):
+            raise SettingsError(f"backend must be 'local' or 'aws', got {self.backend!r}")
+        if not 2 <= self.submit_rate_per_second <= 50:
+            raise SettingsError(
+                "submit_rate_per_second must be from 2 to 50: AWS Batch fixes SubmitJob at 50 TPS per account, "
+                f"got {self.submit_rate_per_second}"
+            )
+        if self.reconcile_after_seconds <= 0:
+            raise SettingsError("reconcile_after_seconds must be positive")
+        if self.backend == "aws":
+            missing = [
+                name
+                for name in ("event_queue_url", "job_state_table", "lake_uri")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise SettingsError(
+                    "the aws backend needs " + ", ".join(missing) + f" (set GENOMICS_<NAME> or the "
+                    f"{VARIABLE_NAME!r} Airflow Variable; see README 'What the AWS side must provide')"
+                )
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def local_home_path(self) -> Path:
+        return Path(self.local_home)
+
+    @property
+    def lake_root(self) -> str:
+        """The lake as a URI: s3://... on AWS, file:///... locally."""
+        if self.lake_uri:
+            if "://" in self.lake_uri:
+                return self.lake_uri.rstrip("/")
+            return Path(self.lake_uri).resolve().as_uri()
+        return (self.local_home_path / "lake").resolve().as_uri()
+
+    def resolve_queue(self, name: str | None) -> str:
+        name = name or self.job_queue
+        return self.job_queues.get(name, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlatformSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown platform setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def resolve(cls, *, use_airflow_variable: bool = True) -> PlatformSettings:
+        """Merge defaults, the Airflow Variable and the environment. Call from execute(), not at parse time."""
+        merged: dict[str, Any] = {}
+        if use_airflow_variable:
+            merged.update(_airflow_variable())
+        merged.update(_from_environment())
+        return cls.from_dict(merged)
+
+
+def _coerce(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(PlatformSettings)}[name]
+    if "dict" in str(kind):
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a JSON object")
+        return value
+    if "float" in str(kind):
+        return float(raw)
+    if "int" in str(kind):
+        return int(raw)
+    if raw == "" and "None" in str(kind):
+        return None
+    return raw
+
+
+def _from_environment() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(PlatformSettings):
+        raw = os.environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            try:
+                out[f.name] = _coerce(f.name, raw)
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise SettingsError(f"cannot read {ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from exc
+    return out
+
+
+def _airflow_variable() -> dict[str, Any]:
+    try:
+        from airflow.sdk import Variable
+
+        raw = Variable.get(VARIABLE_NAME, default=None)
+    except Exception:  # outside a task context (tests, CLI tools) there is no Variable backend
+        return {}
+    if raw is None:
+        return {}
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(value, dict):
+        raise SettingsError(f"Airflow Variable {VARIABLE_NAME!r} must hold a JSON object")
+    return value

@@ -1,0 +1,80 @@
+"""BatchJobSensor: wait, on events, for Batch jobs that were submitted elsewhere (another task, another tool)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
+
+from platform_settings import PlatformSettings
+
+# Batch job ids are UUIDs; array children add ":<index>".
+JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}(:[0-9]{1,5})?$")
+
+
+class BatchJobSensor(BaseSensorOperator):
+    """Succeeds when every job in ``job_ids`` has SUCCEEDED; fails, with each failed job's reason, when any FAILED.
+
+    Always deferrable: it checks the job-state store once and, unless every job has already ended, defers on
+    BatchJobEventTrigger without holding a worker slot.
+
+    :param job_ids: one job id or a list of them, for example
+        ``"{{ ti.xcom_pull(task_ids='align', key='batch_job_id') }}"`` or ``"{{ params.job_ids }}"``. Templated.
+    :param fail_on_job_failure: if False, return the summaries of failed jobs instead of failing.
+    """
+
+    template_fields: Sequence[str] = ("job_ids",)
+    ui_color = "#e8d8bf"
+
+    def __init__(self, *, job_ids: str | list[str], fail_on_job_failure: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_ids = job_ids
+        self.fail_on_job_failure = fail_on_job_failure
+
+    def _ids(self) -> list[str]:
+        ids = self.job_ids
+        if isinstance(ids, str):
+            ids = [i.strip() for i in re.split(r"[,\s]+", ids.strip("[]'\" ")) if i.strip(" '\"")]
+            ids = [i.strip("'\"") for i in ids]
+        if not isinstance(ids, list) or not ids:
+            raise ValueError(f"job_ids must be a job id or a non-empty list of them, got {self.job_ids!r}")
+        bad = [i for i in ids if not isinstance(i, str) or not JOB_ID.match(i)]
+        if bad:
+            raise ValueError(f"not Batch job ids: {bad[:5]!r}")
+        return list(dict.fromkeys(ids))
+
+    def execute(self, context: Any) -> Any:
+        from hooks import backend
+        from triggers.batch_events import BatchJobEventTrigger
+
+        ids = self._ids()
+        settings = PlatformSettings.resolve()
+        known = backend.job_state_store(settings).get_many(ids)
+        if len(known) == len(ids) and all(s.terminal for s in known.values()):
+            states = [known[i] for i in ids]
+            return self._finish(
+                {"status": "failed" if any(s.status == "FAILED" for s in states) else "success",
+                 "jobs": [s.summary() for s in states]}
+            )
+        self.defer(
+            trigger=BatchJobEventTrigger(job_ids=ids, settings=settings.to_dict(), terminate_on_kill=False),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._finish(event)
+
+    def _finish(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if event.get("status") == "error":
+            raise AirflowException(f"Could not wait for Batch jobs: {event.get('message')}")
+        jobs = event["jobs"]
+        failed = [j for j in jobs if j["status"] != "SUCCEEDED"]
+        if failed and self.fail_on_job_failure:
+            raise AirflowException(
+                "Batch job(s) failed: "
+                + "; ".join(f"{j['job_id']} ({j['job_name']}): {j['status_reason']}, exit code {j['exit_code']}" for j in failed)
+            )
+        return jobs

@@ -1,0 +1,376 @@
+"""Waiting on AWS Batch jobs through their "Batch Job State Change" events instead of DescribeJobs polling.
+
+``BatchJobEventTrigger`` is what a deferred task waits on. It holds no connection of its own: every trigger
+in a triggerer process shares one ``EventHub`` (per event loop and platform settings), which runs
+
+- one consumer of the event queue (SQS on AWS, the local event queue otherwise): each event is written to the
+  durable job-state store *before* its message is deleted, then handed to the triggers waiting on that job;
+- a store reader: a newly waiting trigger's jobs are read in one batched call (an event that arrived before
+  the task deferred, or while no triggerer ran, is already in the store), and, every ``store_refresh_seconds``,
+  waited jobs are re-read so events consumed by another triggerer process are seen here too;
+- a reconciler: a waited job with no news for ``reconcile_after_seconds`` is looked up with DescribeJobs, at
+  most 100 ids per call; a job Batch no longer knows fails with a clear reason instead of waiting forever.
+
+While events flow, the waiting side makes no DescribeJobs call at all. Triggers only read; the hub's writes are
+idempotent records of what Batch said, so running a trigger twice, or on two triggerers, is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from typing import Any, AsyncIterator, ClassVar, Iterable
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from batch_model import JobState
+from platform_settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_JOB_REASON = (
+    "AWS Batch no longer knows job {job_id}: DescribeJobs did not return it after {silence:.0f}s without an event "
+    "(Batch keeps finished jobs for about a week; the job may also have been submitted to another account or region)"
+)
+FATAL_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "ResourceNotFoundException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+    }
+)
+IDLE_LINGER_SECONDS = 5.0
+MAX_ERROR_BACKOFF = 60.0
+
+
+class HubError(RuntimeError):
+    """The shared consumer cannot work at all (missing queue, no permission): waiting would never end."""
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code") in FATAL_ERROR_CODES
+    return False
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Watch:
+    """One trigger's view of its jobs in the hub."""
+
+    def __init__(self, hub: EventHub, job_ids: list[str]):
+        self.hub = hub
+        self.job_ids = list(dict.fromkeys(job_ids))
+        self.changed = asyncio.Event()
+
+    def states(self) -> dict[str, JobState | None]:
+        return {job_id: self.hub.known.get(job_id) for job_id in self.job_ids}
+
+    def done(self) -> bool:
+        return all(s is not None and s.terminal for s in self.states().values())
+
+    async def wait(self) -> None:
+        await self.changed.wait()
+        self.changed.clear()
+        if self.hub.error:
+            raise HubError(self.hub.error)
+
+    def close(self) -> None:
+        self.hub._unregister(self)
+
+
+class EventHub:
+    """The per-process consumer shared by every BatchJobEventTrigger with the same settings."""
+
+    _hubs: ClassVar[dict[tuple[int, str], EventHub]] = {}
+
+    def __init__(self, settings: PlatformSettings, *, store=None, queue=None, batch=None):
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.batch = batch
+        self.known: dict[str, JobState] = {}
+        self.last_heard: dict[str, float] = {}
+        self.watches: dict[str, set[Watch]] = defaultdict(set)
+        self.pending_reads: set[str] = set()
+        self.stats: Counter[str] = Counter()
+        self.error: str | None = None
+        self._wake_reader = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._idle_since: float | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def for_settings(cls, settings: PlatformSettings) -> EventHub:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), json.dumps(settings.to_dict(), sort_keys=True))
+        hub = cls._hubs.get(key)
+        if hub is None or hub.closed:
+            hub = cls(settings)
+            cls._hubs[key] = hub
+        return hub
+
+    @property
+    def closed(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def watch(self, job_ids: list[str]) -> Watch:
+        watch = Watch(self, job_ids)
+        for job_id in watch.job_ids:
+            self.watches[job_id].add(watch)
+            self.last_heard.setdefault(job_id, time.monotonic())
+            if job_id not in self.known:
+                self.pending_reads.add(job_id)
+        self._idle_since = None
+        self._wake_reader.set()
+        if self.error:
+            watch.changed.set()
+        elif watch.done():
+            watch.changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-event-hub")
+        return watch
+
+    def _unregister(self, watch: Watch) -> None:
+        for job_id in watch.job_ids:
+            holders = self.watches.get(job_id)
+            if holders is None:
+                continue
+            holders.discard(watch)
+            if not holders:
+                del self.watches[job_id]
+                self.known.pop(job_id, None)
+                self.last_heard.pop(job_id, None)
+        if not self.watches:
+            self._idle_since = time.monotonic()
+
+    def _connect(self) -> None:
+        from hooks import backend
+
+        if self.store is None:
+            self.store = backend.job_state_store(self.settings)
+        if self.queue is None:
+            self.queue = backend.event_queue(self.settings)
+        if self.batch is None:
+            self.batch = backend.batch_api(self.settings)
+
+    async def _run(self) -> None:
+        workers: list[asyncio.Task] = []
+        try:
+            await asyncio.to_thread(self._connect)
+            workers = [
+                asyncio.create_task(self._consume(), name="batch-event-hub-consume"),
+                asyncio.create_task(self._read_store(), name="batch-event-hub-read"),
+                asyncio.create_task(self._reconcile(), name="batch-event-hub-reconcile"),
+            ]
+            while True:
+                done = [w for w in workers if w.done()]
+                if done:
+                    done[0].result()  # a worker only ends by raising
+                if self._idle_since is not None and time.monotonic() - self._idle_since > IDLE_LINGER_SECONDS:
+                    return
+                await asyncio.sleep(0.2)
+        except HubError as exc:
+            self._fail_all(str(exc))
+        except Exception as exc:
+            log.exception("batch event hub failed")
+            self._fail_all(f"the Batch event consumer failed: {exc!r}")
+        finally:
+            for w in workers:
+                w.cancel()
+
+    def _fail_all(self, message: str) -> None:
+        self.error = message
+        for holders in self.watches.values():
+            for watch in holders:
+                watch.changed.set()
+
+    async def _guarded(self, what: str, failures: int, exc: Exception) -> int:
+        if _is_fatal(exc):
+            raise HubError(f"{what} failed and cannot succeed by waiting: {exc}") from exc
+        delay = min(MAX_ERROR_BACKOFF, 0.5 * 2**failures)
+        log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
+        await asyncio.sleep(delay)
+        return failures + 1
+
+    # --- learning -------------------------------------------------------------------------------
+    def _learn(self, state: JobState, *, heard: bool) -> None:
+        job_id = state.job_id
+        if job_id not in self.watches:
+            return
+        if heard:
+            self.last_heard[job_id] = time.monotonic()
+        current = self.known.get(job_id)
+        if current is not None and current.order >= state.order:
+            return
+        self.known[job_id] = state
+        self.last_heard[job_id] = time.monotonic()
+        for watch in self.watches[job_id]:
+            watch.changed.set()
+
+    # --- the three loops ----------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        failures = 0
+        while True:
+            try:
+                messages = await asyncio.to_thread(self.queue.receive, 10, self.settings.event_wait_seconds)
+                self.stats["event_receive_calls"] += 1
+                if not messages:
+                    failures = 0
+                    continue
+                states = [s for s in map(_parse, messages) if s is not None]
+                await asyncio.to_thread(self._record_all, states)
+                await asyncio.to_thread(self.queue.delete, [m.receipt for m in messages])
+                self.stats["events"] += len(states)
+                failures = 0
+            except Exception as exc:
+                failures = await self._guarded("receiving Batch events", failures, exc)
+                continue
+            for state in states:
+                self._learn(state, heard=True)
+
+    def _record_all(self, states: list[JobState]) -> None:
+        for state in states:
+            self.store.record(state)
+            self.stats["store_writes"] += 1
+
+    async def _read_store(self) -> None:
+        failures = 0
+        refresh = self.settings.store_refresh_seconds or None
+        while True:
+            periodic = False
+            try:
+                await asyncio.wait_for(self._wake_reader.wait(), timeout=refresh)
+            except (asyncio.TimeoutError, TimeoutError):
+                periodic = True
+            self._wake_reader.clear()
+            await asyncio.sleep(0.02)  # let a burst of new triggers register, then read them together
+            ids = set(self.pending_reads)
+            if periodic:
+                ids |= {j for j in self.watches if not (j in self.known and self.known[j].terminal)}
+            ids &= set(self.watches)
+            if not ids:
+                continue
+            self.pending_reads -= ids
+            try:
+                states = await asyncio.to_thread(self.store.get_many, sorted(ids))
+                self.stats["store_read_calls"] += -(-len(ids) // 100)
+                failures = 0
+            except Exception as exc:
+                self.pending_reads |= ids
+                self._wake_reader.set()
+                failures = await self._guarded("reading the job-state store", failures, exc)
+                continue
+            for state in states.values():
+                self._learn(state, heard=False)
+
+    async def _reconcile(self) -> None:
+        after = self.settings.reconcile_after_seconds
+        failures = 0
+        while True:
+            await asyncio.sleep(min(max(after / 4, 0.05), 60.0))
+            now = time.monotonic()
+            stale = sorted(
+                j
+                for j in self.watches
+                if not (j in self.known and self.known[j].terminal) and now - self.last_heard.get(j, now) >= after
+            )
+            for chunk in _chunks(stale, 100):
+                try:
+                    details = await asyncio.to_thread(self.batch.describe_jobs, chunk)
+                    self.stats["describe_jobs_calls"] += 1
+                    found = {d["jobId"]: JobState.from_detail(d, source="reconcile") for d in details}
+                    states = [
+                        found.get(job_id)
+                        or JobState(
+                            job_id=job_id,
+                            status="FAILED",
+                            status_reason=UNKNOWN_JOB_REASON.format(job_id=job_id, silence=now - self.last_heard[job_id]),
+                            source="reconcile",
+                        )
+                        for job_id in chunk
+                        if job_id in self.last_heard
+                    ]
+                    await asyncio.to_thread(self._record_all, states)
+                    failures = 0
+                except Exception as exc:
+                    failures = await self._guarded("reconciling jobs with DescribeJobs", failures, exc)
+                    break
+                for state in states:
+                    self._learn(state, heard=True)
+
+
+def _parse(message) -> JobState | None:
+    from batch_model import parse_event
+
+    state = parse_event(message.body)
+    if state is None:
+        log.warning("ignoring a message that is not a Batch Job State Change event: %.200s", message.body)
+    return state
+
+
+class BatchJobEventTrigger(BaseTrigger):
+    """Fires when every job in ``job_ids`` has reached SUCCEEDED or FAILED.
+
+    The event's payload: ``status`` ("success" if all succeeded, "failed" if any failed, "error" if waiting
+    itself is impossible), ``jobs`` (one summary per job) and ``message``.
+
+    :param job_ids: Batch job ids (an array job counts as one: its parent id).
+    :param settings: resolved ``PlatformSettings.to_dict()``; the triggerer needs no Variable lookup.
+    :param terminate_on_kill: terminate the jobs when a user marks the deferred task failed or clears it.
+    """
+
+    def __init__(self, job_ids: list[str], settings: dict[str, Any], terminate_on_kill: bool = True):
+        super().__init__()
+        self.job_ids = list(job_ids)
+        self.settings = dict(settings)
+        self.terminate_on_kill = terminate_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "triggers.batch_events.BatchJobEventTrigger",
+            {"job_ids": self.job_ids, "settings": self.settings, "terminate_on_kill": self.terminate_on_kill},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hub = EventHub.for_settings(PlatformSettings.from_dict(self.settings))
+        watch = hub.watch(self.job_ids)
+        try:
+            while not watch.done():
+                await watch.wait()
+            states = [s for s in watch.states().values() if s is not None]
+        except HubError as exc:
+            yield TriggerEvent({"status": "error", "message": str(exc), "job_ids": self.job_ids, "jobs": []})
+            return
+        finally:
+            watch.close()
+        failed = [s for s in states if s.status == "FAILED"]
+        yield TriggerEvent(
+            {
+                "status": "failed" if failed else "success",
+                "jobs": [s.summary() for s in states],
+                "message": "; ".join(f"{s.job_id}: {s.status_reason}" for s in failed),
+            }
+        )
+
+    async def on_kill(self) -> None:
+        """A user acted on the deferred task: stop paying for its jobs."""
+        if not self.terminate_on_kill:
+            return
+        from hooks import backend
+
+        settings = PlatformSettings.from_dict(self.settings)
+        api = await asyncio.to_thread(backend.batch_api, settings)
+        for job_id in self.job_ids:
+            await asyncio.to_thread(api.terminate_job, job_id, "Airflow task was stopped by a user")
