@@ -33,7 +33,7 @@ def use_settings(monkeypatch, settings: PlatformSettings) -> PlatformSettings:
     for key, value in settings.to_dict().items():
         env = "GENOMICS_" + key.upper()
         if value is None:
-            monkeypatch.delenv(env, raising=False)
+            monkeypatch.setenv(env, "")  # empty means None for optional settings
         elif isinstance(value, dict):
             monkeypatch.setenv(env, json.dumps(value))
         else:
@@ -94,7 +94,7 @@ def create_aws_resources(region: str = REGION) -> dict[str, str]:
 def aws(monkeypatch):
     from moto import mock_aws
 
-    from doubles.simulated_batch import SimulatedBatch
+    from tests.doubles.simulated_batch import SimulatedBatch
     from hooks import backend
 
     with mock_aws():
@@ -108,6 +108,7 @@ def aws(monkeypatch):
                 event_wait_seconds=0.05,
                 store_refresh_seconds=0.5,
                 reconcile_after_seconds=600,
+                submit_rate_per_second=50,
                 **names,
             ),
         )

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded"})
 MAX_BACKOFF_SECONDS = 30.0
+BACKOFF_BASE_SECONDS = 0.2
 
 
 class BatchApi(ABC):
@@ -124,6 +125,6 @@ def submit_within_budget(
             if not is_throttle(exc):
                 raise
             throttled += 1
-            delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.2 * 2 ** min(throttled, 10)))
+            delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(throttled, 10)))
             log.warning("SubmitJob throttled (%s time(s)); trying again in %.2fs", throttled, delay)
             sleep(delay)

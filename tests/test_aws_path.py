@@ -1,0 +1,394 @@
+"""BatchJobOperator, BatchJobEventTrigger and the shared event consumer on the AWS path.
+
+moto provides SQS, the EventBridge rule that routes aws.batch events to it, DynamoDB and S3; the simulated
+control plane (tests/doubles) provides what moto lacks: Batch state progression, retries, throttling and the
+events themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
+
+from batch_model import JobState
+from hooks import backend
+from operators.batch_job import BatchJobOperator
+from tests.conftest import first_event, task_context
+from triggers.batch_events import BatchJobEventTrigger, EventHub
+
+
+def make_op(**kwargs):
+    args = dict(task_id="align", step="align", project="stoke", pipeline="germline", command=["bwa", "mem", "ref.fa"])
+    args.update(kwargs)
+    return BatchJobOperator(**args)
+
+
+def submit(op, context):
+    """execute() up to its deferral; returns the trigger."""
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    return deferred.value.trigger
+
+
+def run_to_completion(aws, op, context):
+    trigger = submit(op, context)
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(trigger))
+    return trigger, event
+
+
+def test_success_returns_a_summary_and_the_wait_makes_no_describe_jobs_call(aws):
+    op, context = make_op(sample="NA12878"), task_context()
+    trigger, event = run_to_completion(aws, op, context)
+    summary = op.execute_complete(context, event)
+
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["sample"] == "NA12878"
+    assert summary["exit_code"] == 0 and summary["attempts"] == 1
+    assert summary["log"].startswith("CloudWatch Logs group /aws/batch/job, stream genomics-step/default/")
+    assert aws.sim.calls["SubmitJob"] == 1
+    assert aws.sim.calls["DescribeJobs"] == 0
+    assert context["ti"].xcom["batch_job_id"] == summary["job_id"] == trigger.job_ids[0]
+
+
+def test_submitted_job_carries_tags_resources_retry_rules_and_a_deterministic_name(aws):
+    op, context = make_op(sample="NA12878", vcpus=4, memory_mib=16000, timeout_seconds=3600), task_context()
+    submit(op, context)
+    job = next(iter(aws.sim.jobs.values()))
+    request = job.request
+    assert request["tags"] == {
+        "project": "stoke", "pipeline": "germline", "run_id": "manual__2026-11-20T10:00:00+00:00", "step": "align",
+        "airflow_dag": "pipeline", "airflow_task": "align", "sample": "NA12878",
+    }
+    assert request["propagateTags"] is True
+    assert {"type": "VCPU", "value": "4"} in request["containerOverrides"]["resourceRequirements"]
+    assert {"type": "MEMORY", "value": "16000"} in request["containerOverrides"]["resourceRequirements"]
+    assert request["timeout"] == {"attemptDurationSeconds": 3600}
+    assert request["retryStrategy"]["evaluateOnExit"] == [
+        {"onStatusReason": "Host EC2*", "action": "RETRY"},
+        {"onStatusReason": "*", "action": "EXIT"},
+    ]
+    # the same task instance always gets the same name
+    op2 = make_op(sample="NA12878")
+    assert job.name.startswith("germline-align-NA12878-") and job.name.endswith("-g0")
+    assert op2  # constructing twice is side-effect free
+
+
+def test_failure_raises_with_reason_exit_code_and_log_location(aws):
+    aws.sim.plan("NA12878", ["exit:3"])
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+    assert event["status"] == "failed"
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, event)
+    message = str(err.value)
+    assert "FAILED after 1 attempt(s): Essential container in task exited" in message
+    assert "exit code 3" in message
+    assert "CloudWatch Logs group /aws/batch/job, stream genomics-step/default/" in message
+
+
+def test_spot_reclaim_is_retried_by_batch_and_the_task_succeeds(aws):
+    aws.sim.plan("NA12878", ["spot", "ok"])
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+    summary = op.execute_complete(context, event)
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["attempts"] == 2
+    assert aws.sim.calls["SubmitJob"] == 1
+
+
+def test_a_non_spot_failure_is_not_retried_by_batch(aws):
+    aws.sim.plan("NA12878", ["exit:1", "ok"])
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+    assert event["status"] == "failed" and event["jobs"][0]["attempts"] == 1
+
+
+def test_an_airflow_retry_reattaches_to_the_running_job_instead_of_submitting_again(aws):
+    first = submit(make_op(sample="S1"), task_context(try_number=1))
+    aws.sim.step()
+    second = submit(make_op(sample="S1"), task_context(try_number=2))
+    assert second.job_ids == first.job_ids
+    assert aws.sim.calls["SubmitJob"] == 1
+
+
+def test_a_retry_after_the_worker_died_between_submit_and_record_finds_the_job_by_name(aws, monkeypatch):
+    store_class = type(backend.job_state_store(aws.settings))
+
+    def worker_killed(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(store_class, "put_submission", worker_killed)
+        with pytest.raises(SystemExit):
+            make_op(sample="S1").execute(task_context(try_number=1))
+    assert aws.sim.calls["SubmitJob"] == 1
+    trigger = submit(make_op(sample="S1"), task_context(try_number=2))
+    assert aws.sim.calls["SubmitJob"] == 1
+    assert trigger.job_ids == list(aws.sim.jobs)
+
+
+def test_a_retry_after_the_job_failed_submits_a_new_generation(aws):
+    aws.sim.plan("S1", ["exit:1"])
+    op, context = make_op(sample="S1"), task_context(try_number=1)
+    _, event = run_to_completion(aws, op, context)
+    with pytest.raises(AirflowException):
+        op.execute_complete(context, event)
+    retry = submit(make_op(sample="S1"), task_context(try_number=2))
+    assert aws.sim.calls["SubmitJob"] == 2
+    names = sorted(j.name for j in aws.sim.jobs.values())
+    assert names[0].endswith("-g0") and names[1].endswith("-g1")
+    assert retry.job_ids[0] != event["jobs"][0]["job_id"]
+
+
+def test_a_new_try_reuses_a_succeeded_job_unless_asked_to_rerun(aws):
+    op, context = make_op(sample="S1"), task_context(try_number=1)
+    run_to_completion(aws, op, context)
+    reused = submit(make_op(sample="S1"), task_context(try_number=2))
+    assert aws.sim.calls["SubmitJob"] == 1
+    rerun = submit(make_op(sample="S1", rerun_succeeded=True), task_context(try_number=3))
+    assert aws.sim.calls["SubmitJob"] == 2 and rerun.job_ids != reused.job_ids
+
+
+def test_throttled_submissions_are_retried_and_never_fail_the_task(aws, monkeypatch):
+    from hooks import batch_api
+
+    monkeypatch.setattr(batch_api, "BACKOFF_BASE_SECONDS", 0.001)  # same backoff shape, compressed time
+    aws.sim.throttle_fraction = 0.5
+    triggers = [submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}")) for i in range(12)]
+    assert len({t.job_ids[0] for t in triggers}) == 12
+    assert aws.sim.calls["SubmitJob_throttled"] > 0
+    assert aws.sim.calls["SubmitJob"] == 12 + aws.sim.calls["SubmitJob_throttled"]
+
+
+def test_submissions_stay_under_the_rate_budget(aws, monkeypatch):
+    from tests.conftest import use_settings
+    from dataclasses import replace
+
+    use_settings(monkeypatch, replace(aws.settings, submit_rate_per_second=20))
+    for i in range(30):
+        submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}"))
+    times = aws.sim.submit_times
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 20
+
+
+def test_array_job_reports_every_sample_and_which_failed(aws):
+    samples = [f"S{i}" for i in range(6)]
+    op, context = make_op(samples=samples), task_context()
+    trigger = submit(op, context)
+    parent = trigger.job_ids[0]
+    job = aws.sim.jobs[parent]
+    aws.sim.plan(f"{job.name}[2]", ["exit:4"])
+    aws.sim.plan(f"{job.name}[5]", ["exit:4"])
+    job.children[2].outcomes = ["exit:4"]
+    job.children[5].outcomes = ["exit:4"]
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(trigger))
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, event)
+    assert "2 of 6 samples failed" in str(err.value)
+    assert "S2: FAILED exit code 4" in str(err.value) and "S5: FAILED exit code 4" in str(err.value)
+    assert aws.sim.calls["SubmitJob"] == 1
+    # the manifest tells each child its sample
+    manifest = job.request["tags"]["manifest"]
+    body = aws.s3.get_object(Bucket="genomics-lake", Key=manifest.split("genomics-lake/", 1)[1])["Body"].read()
+    assert json.loads(body) == {"samples": samples}
+    assert job.request["arrayProperties"] == {"size": 6}
+
+
+def test_array_summary_lists_samples_when_all_succeed(aws):
+    samples = ["A", "B", "C"]
+    op, context = make_op(samples=samples), task_context()
+    _, event = run_to_completion(aws, op, context)
+    summary = op.execute_complete(context, event)
+    assert [(c["sample"], c["status"]) for c in summary["samples"]] == [(s, "SUCCEEDED") for s in samples]
+    assert summary["failed_samples"] == []
+
+
+def test_duplicated_and_reordered_events_resolve_to_the_terminal_state(aws):
+    aws.sim.max_duplicates = 3
+    aws.sim.reorder = True
+    op, context = make_op(sample="S1"), task_context()
+    trigger = submit(op, context)
+    job_id = trigger.job_ids[0]
+    aws.sim.run_until_done()
+    # replay a stale RUNNING event after the terminal one
+    stale = aws.sim.detail(aws.sim.jobs[job_id]) | {"status": "RUNNING", "attempts": []}
+    aws.sim.publish_details([stale, stale])
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "success"
+    store = backend.job_state_store(aws.settings)
+    assert store.get_many([job_id])[job_id].status == "SUCCEEDED"
+
+
+def test_an_event_consumed_before_the_task_deferred_is_not_lost(aws):
+    op, context = make_op(sample="S1"), task_context()
+    trigger = submit(op, context)
+    aws.sim.run_until_done()
+
+    async def consume_with_someone_else():  # another trigger's consumer drains the queue first
+        other = EventHub(aws.settings)
+        other.watch(["00000000-0000-0000-0000-000000000000"])
+        while aws.queue_depth():
+            await asyncio.sleep(0.05)
+        other._task.cancel()
+
+    asyncio.run(consume_with_someone_else())
+    assert aws.queue_depth() == 0
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "success"
+
+
+def test_a_triggerer_restart_loses_nothing(aws):
+    op, context = make_op(sample="S1"), task_context()
+    trigger = submit(op, context)
+
+    async def run_then_die():
+        agen = trigger.run()
+        task = asyncio.ensure_future(agen.__anext__())
+        await asyncio.sleep(0.3)
+        task.cancel()  # the triggerer process goes away while the job runs
+
+    asyncio.run(run_then_die())
+    aws.sim.run_until_done()  # events arrive while no triggerer runs
+    event = asyncio.run(first_event(trigger))  # a new triggerer picks the trigger up
+    assert event["status"] == "success"
+
+
+def test_dropped_events_are_reconciled_with_batched_describe_jobs(aws, monkeypatch):
+    from dataclasses import replace
+
+    from tests.conftest import use_settings
+
+    settings = use_settings(monkeypatch, replace(aws.settings, reconcile_after_seconds=0.3))
+    aws.sim.drop_fraction = 1.0
+    triggers = [submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}")) for i in range(110)]
+    aws.sim.run_until_done()
+    ids = [t.job_ids[0] for t in triggers]
+    combined = BatchJobEventTrigger(job_ids=ids, settings=settings.to_dict())
+    event = asyncio.run(first_event(combined))
+    assert event["status"] == "success" and len(event["jobs"]) == 110
+    assert aws.sim.calls["DescribeJobs"] == 2  # 110 ids: 100 + 10
+
+
+def test_a_job_batch_no_longer_knows_fails_with_a_clear_reason(aws, monkeypatch):
+    from dataclasses import replace
+
+    from tests.conftest import use_settings
+
+    use_settings(monkeypatch, replace(aws.settings, reconcile_after_seconds=0.3))
+    aws.sim.drop_fraction = 1.0
+    op, context = make_op(sample="S1"), task_context()
+    trigger = submit(op, context)
+    aws.sim.forget(trigger.job_ids[0])
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "failed"
+    with pytest.raises(AirflowException, match="AWS Batch no longer knows job"):
+        op.execute_complete(context, event)
+
+
+def test_one_consumer_serves_every_waiting_trigger(aws):
+    triggers = [submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}")) for i in range(100)]
+    aws.sim.run_until_done()
+
+    async def wait_all():
+        events = await asyncio.gather(*(first_event(t) for t in triggers))
+        hubs = [h for (loop_id, _), h in EventHub._hubs.items() if loop_id == id(asyncio.get_running_loop())]
+        return events, hubs
+
+    events, hubs = asyncio.run(wait_all())
+    assert all(e["status"] == "success" for e in events)
+    assert len(hubs) == 1
+    assert hubs[0].stats["describe_jobs_calls"] == 0
+    assert hubs[0].stats["events"] >= 200  # RUNNING and SUCCEEDED for each job, through one consumer
+
+
+def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypatch):
+    from dataclasses import replace
+
+    from tests.conftest import use_settings
+
+    settings = use_settings(monkeypatch, replace(aws.settings, event_queue_url=aws.settings.event_queue_url + "-gone"))
+    trigger = BatchJobEventTrigger(job_ids=["11111111-2222-3333-4444-555555555555"], settings=settings.to_dict())
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "error"
+    assert "receiving Batch events failed and cannot succeed by waiting" in event["message"]
+
+
+def test_trigger_serializes_to_its_constructor_arguments(aws):
+    trigger = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict(), terminate_on_kill=False)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "triggers.batch_events.BatchJobEventTrigger"
+    assert kwargs == {"job_ids": ["a"], "settings": aws.settings.to_dict(), "terminate_on_kill": False}
+    assert BatchJobEventTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_killing_the_deferred_task_terminates_its_job(aws):
+    trigger = submit(make_op(sample="S1"), task_context())
+    aws.sim.step()
+    asyncio.run(trigger.on_kill())
+    job = aws.sim.jobs[trigger.job_ids[0]]
+    assert job.status == "FAILED" and job.status_reason == "Airflow task was stopped by a user"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sample="NA12878; rm -rf /"), "sample id"),
+        (dict(samples=["S1", "S1"]), "duplicates"),
+        (dict(samples=[]), "non-empty list"),
+        (dict(samples=["ok", "../etc/passwd"]), "invalid sample id"),
+        (dict(samples=[f"S{i}" for i in range(10_001)]), "at most 10000 samples"),
+        (dict(sample="S1", samples=["S2", "S3"]), "either sample or samples"),
+        (dict(command="bwa mem ref.fa | samtools"), "no shell string"),
+        (dict(command=["bwa", 3]), "list of strings"),
+        (dict(project="stoke team"), "project"),
+        (dict(environment={"AWS_BATCH_JOB_ID": "x"}), "reserved"),
+        (dict(environment={"THREADS": 4}), "must be a string"),
+        (dict(tags={"aws:owner": "x"}), "aws:"),
+        (dict(tags={f"k{i}": "v" for i in range(45)}), "at most 50 tags"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_submitted(aws, kwargs, message):
+    op = make_op(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        op.execute(task_context())
+    assert aws.sim.calls["SubmitJob"] == 0
+    assert aws.s3.list_objects_v2(Bucket="genomics-lake").get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(step="align reads"), "step"),
+        (dict(vcpus=0), "vcpus"),
+        (dict(memory_mib=1.5), "memory_mib"),
+        (dict(timeout_seconds=30), "at least 60"),
+        (dict(retry_strategy={"attempts": 11}), "from 1 to 10"),
+        (dict(retry_strategy={"attempts": 2, "evaluateOnExit": [{"onStatusReason": "*Host", "action": "RETRY"}]}), "only at the end"),
+    ],
+)
+def test_static_mistakes_fail_when_the_dag_is_parsed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_op(**kwargs)
+
+
+def test_job_state_from_a_real_shaped_event_detail():
+    detail = {
+        "jobArn": "arn:aws:batch:eu-west-1:123456789012:job/j1", "jobName": "n", "jobId": "j1",
+        "jobQueue": "arn:aws:batch:eu-west-1:123456789012:job-queue/q", "status": "FAILED",
+        "statusReason": "Essential container in task exited",
+        "attempts": [
+            {"container": {"exitCode": None, "logStreamName": "a/1"}, "statusReason": "Host EC2 (instance i-1) terminated."},
+            {"container": {"exitCode": 137, "logStreamName": "a/2", "reason": "OutOfMemoryError"}, "statusReason": "Essential container in task exited"},
+        ],
+        "container": {"exitCode": 137, "logStreamName": "a/2"},
+        "createdAt": 1, "startedAt": 2, "stoppedAt": 3,
+    }
+    state = JobState.from_detail(detail)
+    assert (state.status, state.attempts, state.exit_code, state.log_stream) == ("FAILED", 2, 137, "a/2")
+    assert state.attempt_reasons == ["Host EC2 (instance i-1) terminated.", "Essential container in task exited"]
