@@ -53,12 +53,12 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats"]
     },
 )
 def batch_events_demo():
-    @task(multiple_outputs=True)
-    def run_config(params=None) -> dict:
-        """Params are validated by their schema before the run starts; turn them into job arguments."""
-        return {"samples": list(params["samples"])}
+    @task
+    def sample_list(params=None) -> list[str]:
+        """Params are validated by their schema before the run starts; hand the samples to the fan-outs."""
+        return list(params["samples"])
 
-    config = run_config()
+    samples = sample_list()
 
     mapped = BatchJobOperator.partial(
         task_id="read_stats_mapped",
@@ -69,7 +69,7 @@ def batch_events_demo():
         vcpus=1,
         memory_mib=256,
         timeout_seconds=600,
-    ).expand(sample=config["samples"])
+    ).expand(sample=samples)
 
     array = BatchJobOperator(
         task_id="read_stats_array",
@@ -77,7 +77,7 @@ def batch_events_demo():
         project="{{ params.project }}",
         pipeline="demo",
         command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample }}"],
-        samples=config["samples"],
+        samples=samples,
         vcpus=1,
         memory_mib=256,
         timeout_seconds=600,
@@ -94,7 +94,6 @@ def batch_events_demo():
         for child in summary["samples"]:
             print(f"  {child['sample']:<10} {child['status']:<10} attempts={child['attempts']} log={child['log']}")
 
-    chain(config, [mapped, array])
     chain(array, wait, report(array.output))
 
 

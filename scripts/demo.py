@@ -59,9 +59,10 @@ def _last_run_state() -> str | None:
         [str(Path(sys.executable).parent / "airflow"), "dags", "list-runs", "batch_events_demo", "-o", "json"],
         capture_output=True, text=True,
     )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[")]  # warnings may precede the JSON
     try:
-        runs = json.loads(out.stdout)
-    except json.JSONDecodeError:
+        runs = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
         return None
     runs.sort(key=lambda r: r.get("start_date") or "", reverse=True)
     return runs[0]["state"] if runs else None

@@ -338,7 +338,7 @@ def ensure_runner(home: str | Path, vcpus: int = 0, memory_mib: int = 0, timeout
         return
     idle = os.environ.get("GENOMICS_LOCAL_RUNNER_IDLE_SECONDS", "600")
     subprocess.Popen(
-        [sys.executable, "-m", "local_batch", "serve", "--home", str(home), "--vcpus", str(vcpus),
+        [sys.executable, "-m", "local_batch.cli", "serve", "--home", str(home), "--vcpus", str(vcpus),
          "--memory-mib", str(memory_mib), "--idle-exit-seconds", idle],
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS_DIR), os.environ.get("PYTHONPATH", "")])},
         stdin=subprocess.DEVNULL,

@@ -1,9 +1,9 @@
 """Command line for the local Batch runner.
 
-    python -m local_batch serve   [--home DIR]   run the daemon in the foreground
-    python -m local_batch status  [--home DIR]   is it running, and how many jobs are in each state
-    python -m local_batch stop    [--home DIR]
-    python -m local_batch reclaim JOB_ID         fault injection: take the host away from a running attempt
+    python -m local_batch.cli serve   [--home DIR]   run the daemon in the foreground
+    python -m local_batch.cli status  [--home DIR]   is it running, and how many jobs are in each state
+    python -m local_batch.cli stop    [--home DIR]
+    python -m local_batch.cli reclaim JOB_ID         fault injection: take the host away from a running attempt
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from platform_settings import PlatformSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local_batch")
+    parser = argparse.ArgumentParser(prog="python -m local_batch.cli")
     parser.add_argument("command", choices=["serve", "status", "stop", "reclaim"])
     parser.add_argument("job_id", nargs="?")
     parser.add_argument("--home")
