@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import Counter, defaultdict
 from typing import Any, AsyncIterator, ClassVar, Iterable
 
@@ -110,6 +109,10 @@ class EventHub:
         self._task: asyncio.Task | None = None
         self._idle_since: float | None = None
 
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()  # monotonic, and the event loop's own notion of time
+
     # --- lifecycle ------------------------------------------------------------------------------
     @classmethod
     def for_settings(cls, settings: PlatformSettings) -> EventHub:
@@ -129,7 +132,7 @@ class EventHub:
         watch = Watch(self, job_ids)
         for job_id in watch.job_ids:
             self.watches[job_id].add(watch)
-            self.last_heard.setdefault(job_id, time.monotonic())
+            self.last_heard.setdefault(job_id, self._now())
             if job_id not in self.known:
                 self.pending_reads.add(job_id)
         self._idle_since = None
@@ -153,7 +156,7 @@ class EventHub:
                 self.known.pop(job_id, None)
                 self.last_heard.pop(job_id, None)
         if not self.watches:
-            self._idle_since = time.monotonic()
+            self._idle_since = self._now()
 
     def _connect(self) -> None:
         from hooks import backend
@@ -178,7 +181,7 @@ class EventHub:
                 done = [w for w in workers if w.done()]
                 if done:
                     done[0].result()  # a worker only ends by raising
-                if self._idle_since is not None and time.monotonic() - self._idle_since > IDLE_LINGER_SECONDS:
+                if self._idle_since is not None and self._now() - self._idle_since > IDLE_LINGER_SECONDS:
                     return
                 await asyncio.sleep(0.2)
         except HubError as exc:
@@ -210,12 +213,12 @@ class EventHub:
         if job_id not in self.watches:
             return
         if heard:
-            self.last_heard[job_id] = time.monotonic()
+            self.last_heard[job_id] = self._now()
         current = self.known.get(job_id)
         if current is not None and current.order >= state.order:
             return
         self.known[job_id] = state
-        self.last_heard[job_id] = time.monotonic()
+        self.last_heard[job_id] = self._now()
         for watch in self.watches[job_id]:
             watch.changed.set()
 
@@ -280,7 +283,7 @@ class EventHub:
         failures = 0
         while True:
             await asyncio.sleep(min(max(after / 4, 0.05), 60.0))
-            now = time.monotonic()
+            now = self._now()
             stale = sorted(
                 j
                 for j in self.watches

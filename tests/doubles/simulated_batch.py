@@ -174,13 +174,16 @@ class SimulatedBatch:
         return {}
 
     # --- progression ---------------------------------------------------------------------------
-    def step(self, seconds: int = 30) -> None:
-        """Advance the clock and move every unfinished job one state forward, publishing the events."""
+    def step(self, seconds: int = 30, only: set[str] | None = None) -> list[SimJob]:
+        """Advance the clock and move every unfinished job (or those in ``only``) one state forward,
+        publishing the events. Returns the jobs that moved."""
         self.clock_ms += seconds * 1000
         batch: list[dict[str, Any]] = []
+        moved: list[SimJob] = []
         for job in list(self.jobs.values()):
-            if job.children or job.status in TERMINAL:
+            if job.children or job.status in TERMINAL or (only is not None and job.job_id not in only):
                 continue
+            moved.append(job)
             if job.status == "RUNNING":
                 self._run_attempt(job, batch)
             else:
@@ -196,6 +199,7 @@ class SimulatedBatch:
                 if job.status != before:
                     batch.append(self.detail(job))
         self._publish(batch)
+        return moved
 
     def run_until_done(self, max_steps: int = 200) -> None:
         for _ in range(max_steps):
