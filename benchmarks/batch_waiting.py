@@ -37,10 +37,11 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
 
 import boto3  # noqa: E402
 
-from batch_model import build_event  # noqa: E402
+from batch_model import build_event, default_retry_strategy  # noqa: E402
 from hooks.event_queue import EventQueue, LocalEventQueue, Message  # noqa: E402
 from hooks.job_state import SqliteJobStateStore  # noqa: E402
 from platform_settings import PlatformSettings  # noqa: E402
@@ -48,6 +49,8 @@ from tests.doubles.simulated_batch import SimulatedBatch  # noqa: E402
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
 RULE_STATUSES = {"RUNNING", "SUCCEEDED", "FAILED"}
+# Tasks defer as they submit: at 40 submissions a second, the i-th wait starts i/40 s into the run (both sides).
+SUBMIT_RATE = 40.0
 
 
 # --- virtual time -----------------------------------------------------------------------------------
@@ -65,6 +68,24 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if not self._ready and self._scheduled:
             self._virtual_now = max(self._virtual_now, self._scheduled[0].when())
         super()._run_once()
+
+
+def run_virtual(coro):
+    """Run ``coro`` on a virtual-time loop, then cancel what is left (the hub's loops) and close it."""
+    loop = VirtualTimeLoop()
+    asyncio.set_event_loop(loop)
+    try:
+        result = loop.run_until_complete(coro)
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        return result
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 class VirtualSqs(EventQueue):
@@ -109,7 +130,7 @@ async def virtual_to_thread(fn, *args, **kwargs):
             got = target.take(args[0])
             if got or loop.time() >= deadline:
                 return got
-            await asyncio.sleep(min(1.0, deadline - loop.time()))
+            await asyncio.sleep(min(0.2, deadline - loop.time()))
     return fn(*args, **kwargs)
 
 
@@ -163,7 +184,8 @@ class Scenario:
             last = now
             for job in moved:
                 if job.status in ("SUCCEEDED", "FAILED"):
-                    self.ended_at.setdefault(job.parent.job_id if job.parent else job.job_id, now)
+                    if job.parent is None:  # an array's end is its parent's end, recorded below
+                        self.ended_at.setdefault(job.job_id, now)
                 else:
                     self.due[job.job_id] = now + self.next_delay(job.status)
             for job in self.sim.jobs.values():
@@ -204,12 +226,24 @@ def run_ours(jobs: int, seed: int, spot: float, array: bool, tmp: Path) -> dict[
                                 job_state_table="virtual", lake_uri=str(tmp / "lake"))
     os.environ.update({"GENOMICS_BACKEND": "aws", "GENOMICS_AWS_CONN_ID": "", "GENOMICS_EVENT_QUEUE_URL": "virtual",
                        "GENOMICS_JOB_STATE_TABLE": "virtual", "GENOMICS_LAKE_URI": str(tmp / "lake")})
+    import hooks.lake
+
+    saved = (backend.batch_api, backend.job_state_store, backend.event_queue, hooks.lake.write_text)
     backend.batch_api = lambda s: AwsBatchApi(client)
     backend.job_state_store = lambda s: store
     backend.event_queue = lambda s: queue
-    import hooks.lake
-
     hooks.lake.write_text = lambda s, uri, text: None  # the manifest is not what is measured here
+    try:
+        return _run_ours(jobs, seed, spot, array, queue, sim, client)
+    finally:
+        backend.batch_api, backend.job_state_store, backend.event_queue, hooks.lake.write_text = saved
+
+
+def _run_ours(jobs, seed, spot, array, queue, sim, client) -> dict[str, Any]:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from operators.batch_job import BatchJobOperator
+    from tests.conftest import task_context
 
     samples = [f"S{i:04d}" for i in range(jobs)]
     started = time.perf_counter()
@@ -235,27 +269,26 @@ def run_ours(jobs: int, seed: int, spot: float, array: bool, tmp: Path) -> dict[
     count_describe(sim, scenario)
     fired_at: dict[str, float] = {}
 
-    async def wait(trigger):
+    async def wait(trigger, start_after):
         from tests.conftest import first_event
 
+        await asyncio.sleep(start_after)
         event = await first_event(trigger, timeout=10**7)
         fired_at[trigger.job_ids[0]] = asyncio.get_running_loop().time()
         return event
 
     async def main():
         driver = asyncio.ensure_future(scenario.drive())
-        events = await asyncio.gather(*(wait(t) for t in triggers))
+        events = await asyncio.gather(*(wait(t, i / SUBMIT_RATE) for i, t in enumerate(triggers)))
         driver.cancel()
         return events
 
     original_to_thread = asyncio.to_thread
     asyncio.to_thread = virtual_to_thread
-    loop = VirtualTimeLoop()
     try:
-        events = loop.run_until_complete(main())
+        events = run_virtual(main())
     finally:
         asyncio.to_thread = original_to_thread
-        loop.close()
     delays = [fired_at[j] - scenario.ended_at[j] for j in fired_at]
     return {
         "side": f"ours, {'one array job' if array else 'one job per sample'}",
@@ -304,7 +337,10 @@ def run_provider(jobs: int, seed: int, spot: float) -> dict[str, Any]:
     for i in range(jobs):
         op = BatchOperator(task_id=f"quant_{i}", job_name=f"rnaseq-quant-S{i:04d}", job_queue="genomics-spot",
                            job_definition="genomics-step", container_overrides={"command": ["salmon", "quant"]},
-                           deferrable=True, aws_conn_id=None, region_name=REGION)
+                           deferrable=True, aws_conn_id=None, region_name=REGION,
+                           # the provider sets no retry strategy by default (a Spot reclaim fails the job);
+                           # give it ours so both sides run the same jobs
+                           retry_strategy=default_retry_strategy())
         op.__dict__["hook"] = SimulatedHook(aws_conn_id=None, region_name=REGION)
         op._persist_links = lambda context, op=op: sync_client.describe_jobs(jobs=[op.job_id])["jobs"][0]
         try:
@@ -318,25 +354,22 @@ def run_provider(jobs: int, seed: int, spot: float) -> dict[str, Any]:
     describe_at_submit = sim.calls["DescribeJobs"]
     fired_at: dict[str, float] = {}
 
-    async def wait(trigger):
+    async def wait(trigger, start_after):
+        await asyncio.sleep(start_after)
         event = await first_event(trigger, timeout=10**7)
-        fired_at[trigger.job_id] = asyncio.get_running_loop().time()
+        fired_at[trigger.serialize()[1]["job_id"]] = asyncio.get_running_loop().time()
         return event
 
     async def main():
         driver = asyncio.ensure_future(scenario.drive())
-        events = await asyncio.gather(*(wait(t) for t in triggers))
+        events = await asyncio.gather(*(wait(t, i / SUBMIT_RATE) for i, t in enumerate(triggers)))
         driver.cancel()
         return events
 
     import logging
 
     logging.getLogger("airflow").setLevel(logging.WARNING)
-    loop = VirtualTimeLoop()
-    try:
-        events = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    events = run_virtual(main())
     delays = [fired_at[j] - scenario.ended_at[j] for j in fired_at]
     return {
         "side": "amazon provider BatchOperator(deferrable=True), poll_interval 30 s",

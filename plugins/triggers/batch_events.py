@@ -101,6 +101,7 @@ class EventHub:
         self.batch = batch
         self.known: dict[str, JobState] = {}
         self.last_heard: dict[str, float] = {}
+        self.patience: dict[str, float] = {}  # per-job silence allowed before the next DescribeJobs
         self.watches: dict[str, set[Watch]] = defaultdict(set)
         self.pending_reads: set[str] = set()
         self.stats: Counter[str] = Counter()
@@ -155,6 +156,7 @@ class EventHub:
                 del self.watches[job_id]
                 self.known.pop(job_id, None)
                 self.last_heard.pop(job_id, None)
+                self.patience.pop(job_id, None)
         if not self.watches:
             self._idle_since = self._now()
 
@@ -241,6 +243,7 @@ class EventHub:
                 failures = await self._guarded("receiving Batch events", failures, exc)
                 continue
             for state in states:
+                self.patience.pop(state.job_id, None)  # events flow again: back to the normal interval
                 self._learn(state, heard=True)
 
     def _record_all(self, states: list[JobState]) -> None:
@@ -278,18 +281,30 @@ class EventHub:
             for state in states.values():
                 self._learn(state, heard=False)
 
+    def _reconcile_batch(self, now: float) -> list[str]:
+        """Jobs to look up now: those silent past their patience, plus, to fill the calls (one id costs as much
+        as 100), those halfway there, longest-silent first."""
+        after = self.settings.reconcile_after_seconds
+        silence = {
+            j: now - self.last_heard.get(j, now)
+            for j in self.watches
+            if not (j in self.known and self.known[j].terminal)
+        }
+        due = [j for j, s in silence.items() if s >= self.patience.get(j, after)]
+        if not due:
+            return []
+        room = -(-len(due) // 100) * 100 - len(due)
+        riders = sorted((j for j, s in silence.items() if s >= after / 2 and j not in set(due)),
+                        key=lambda j: -silence[j])
+        return sorted(due) + riders[:room]
+
     async def _reconcile(self) -> None:
         after = self.settings.reconcile_after_seconds
         failures = 0
         while True:
             await asyncio.sleep(min(max(after / 4, 0.05), 60.0))
             now = self._now()
-            stale = sorted(
-                j
-                for j in self.watches
-                if not (j in self.known and self.known[j].terminal) and now - self.last_heard.get(j, now) >= after
-            )
-            for chunk in _chunks(stale, 100):
+            for chunk in _chunks(self._reconcile_batch(now), 100):
                 try:
                     details = await asyncio.to_thread(self.batch.describe_jobs, chunk)
                     self.stats["describe_jobs_calls"] += 1
@@ -311,6 +326,13 @@ class EventHub:
                     failures = await self._guarded("reconciling jobs with DescribeJobs", failures, exc)
                     break
                 for state in states:
+                    known = self.known.get(state.job_id)
+                    if known is not None and known.order >= state.order:
+                        # Nothing new: a long step is silent by nature. Ask less often, up to 4x the interval,
+                        # so a long run costs few calls while a lost event is still found within that bound.
+                        self.patience[state.job_id] = min(self.patience.get(state.job_id, after) * 2, 4 * after)
+                    else:
+                        self.patience.pop(state.job_id, None)
                     self._learn(state, heard=True)
 
 
