@@ -392,3 +392,60 @@ def test_job_state_from_a_real_shaped_event_detail():
     state = JobState.from_detail(detail)
     assert (state.status, state.attempts, state.exit_code, state.log_stream) == ("FAILED", 2, 137, "a/2")
     assert state.attempt_reasons == ["Host EC2 (instance i-1) terminated.", "Essential container in task exited"]
+
+
+def test_reconciliation_fills_each_call_and_asks_less_often_about_jobs_that_have_not_changed(aws):
+    from batch_model import JobState as State
+
+    async def scenario():
+        hub = EventHub(aws.settings)
+        ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(150)]
+        hub.watch(ids)
+        hub._task.cancel()
+        now = hub._now()
+        after = aws.settings.reconcile_after_seconds
+        for i, job_id in enumerate(ids):  # 30 jobs silent past the interval, 120 halfway there
+            hub.last_heard[job_id] = now - (after + 1 if i < 30 else after / 2 + 1)
+            hub.known[job_id] = State(job_id=job_id, status="RUNNING")
+        batch = hub._reconcile_batch(now)
+        assert len(batch) == 100 and set(ids[:30]) <= set(batch)  # one call, filled up
+        for job_id in ids[:30]:  # each was found unchanged before: its patience grew
+            hub.patience[job_id] = 2 * after
+        assert hub._reconcile_batch(now) == []  # nobody due: no call at all
+        return True
+
+    assert asyncio.run(scenario())
+
+
+def test_the_sensor_returns_at_once_for_jobs_that_already_ended(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    op, context = make_op(sample="S1"), task_context()
+    trigger, event = run_to_completion(aws, op, context)
+    sensor = BatchJobSensor(task_id="wait", job_ids=trigger.job_ids[0])
+    jobs = sensor.execute(task_context(task_id="wait"))
+    assert [j["status"] for j in jobs] == ["SUCCEEDED"]
+
+
+def test_the_sensor_defers_on_running_jobs_and_fails_naming_the_failed_one(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    aws.sim.plan("S2", ["exit:9"])
+    t1 = submit(make_op(sample="S1", task_id="a"), task_context(task_id="a"))
+    t2 = submit(make_op(sample="S2", task_id="b"), task_context(task_id="b"))
+    sensor = BatchJobSensor(task_id="wait", job_ids=f"{t1.job_ids[0]}, {t2.job_ids[0]}")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(task_id="wait"))
+    assert deferred.value.trigger.job_ids == [t1.job_ids[0], t2.job_ids[0]]
+    assert deferred.value.trigger.terminate_on_kill is False  # not its jobs to stop
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(AirflowException, match=f"{t2.job_ids[0]} .*exit code 9"):
+        sensor.execute_complete(task_context(task_id="wait"), event)
+
+
+def test_the_sensor_refuses_values_that_are_not_job_ids(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    with pytest.raises(ValueError, match="not Batch job ids"):
+        BatchJobSensor(task_id="wait", job_ids=["$(reboot)"]).execute(task_context(task_id="wait"))
