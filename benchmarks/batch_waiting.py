@@ -194,6 +194,28 @@ class Scenario:
             await asyncio.sleep(5)
 
 
+def wait_all(triggers: list, scenario: Scenario, job_id_of) -> tuple[list[dict], dict[str, float]]:
+    """Start each trigger as its task would defer (i / SUBMIT_RATE s in), run the scenario until every trigger
+    has fired; returns the events and when each job's wait ended (virtual seconds)."""
+    from tests.conftest import first_event
+
+    fired_at: dict[str, float] = {}
+
+    async def wait(trigger, start_after):
+        await asyncio.sleep(start_after)
+        event = await first_event(trigger, timeout=10**7)
+        fired_at[job_id_of(trigger)] = asyncio.get_running_loop().time()
+        return event
+
+    async def main():
+        driver = asyncio.ensure_future(scenario.drive())
+        events = await asyncio.gather(*(wait(t, i / SUBMIT_RATE) for i, t in enumerate(triggers)))
+        driver.cancel()
+        return events
+
+    return run_virtual(main()), fired_at
+
+
 def count_describe(sim: SimulatedBatch, scenario: Scenario) -> None:
     original = sim._op_DescribeJobs
 
@@ -267,26 +289,10 @@ def _run_ours(jobs, seed, spot, array, queue, sim, client) -> dict[str, Any]:
 
     scenario = Scenario(sim, seed, spot)
     count_describe(sim, scenario)
-    fired_at: dict[str, float] = {}
-
-    async def wait(trigger, start_after):
-        from tests.conftest import first_event
-
-        await asyncio.sleep(start_after)
-        event = await first_event(trigger, timeout=10**7)
-        fired_at[trigger.job_ids[0]] = asyncio.get_running_loop().time()
-        return event
-
-    async def main():
-        driver = asyncio.ensure_future(scenario.drive())
-        events = await asyncio.gather(*(wait(t, i / SUBMIT_RATE) for i, t in enumerate(triggers)))
-        driver.cancel()
-        return events
-
     original_to_thread = asyncio.to_thread
     asyncio.to_thread = virtual_to_thread
     try:
-        events = run_virtual(main())
+        events, fired_at = wait_all(triggers, scenario, lambda t: t.job_ids[0])
     finally:
         asyncio.to_thread = original_to_thread
     delays = [fired_at[j] - scenario.ended_at[j] for j in fired_at]
@@ -312,7 +318,7 @@ def run_provider(jobs: int, seed: int, spot: float) -> dict[str, Any]:
     from airflow.providers.amazon.aws.operators.batch import BatchOperator
     from airflow.sdk.exceptions import TaskDeferred
 
-    from tests.conftest import first_event, task_context
+    from tests.conftest import task_context
 
     queue = VirtualSqs()  # unused by the provider: it never reads events
     sim = SimulatedBatch(RuleToQueue(queue), region=REGION, account=ACCOUNT, seed=seed)
@@ -352,24 +358,7 @@ def run_provider(jobs: int, seed: int, spot: float) -> dict[str, Any]:
     scenario = Scenario(sim, seed, spot)
     count_describe(sim, scenario)
     describe_at_submit = sim.calls["DescribeJobs"]
-    fired_at: dict[str, float] = {}
-
-    async def wait(trigger, start_after):
-        await asyncio.sleep(start_after)
-        event = await first_event(trigger, timeout=10**7)
-        fired_at[trigger.serialize()[1]["job_id"]] = asyncio.get_running_loop().time()
-        return event
-
-    async def main():
-        driver = asyncio.ensure_future(scenario.drive())
-        events = await asyncio.gather(*(wait(t, i / SUBMIT_RATE) for i, t in enumerate(triggers)))
-        driver.cancel()
-        return events
-
-    import logging
-
-    logging.getLogger("airflow").setLevel(logging.WARNING)
-    events = run_virtual(main())
+    events, fired_at = wait_all(triggers, scenario, lambda t: t.serialize()[1]["job_id"])
     delays = [fired_at[j] - scenario.ended_at[j] for j in fired_at]
     return {
         "side": "amazon provider BatchOperator(deferrable=True), poll_interval 30 s",
