@@ -206,3 +206,24 @@ def test_stop_runner_stops_it(local):
     assert stop_runner(local.local_home)
     assert not runner_running(local.local_home)
     assert ControlPlane(local.local_home).counts() == {}
+
+
+def test_jobs_outlive_the_airflow_process_that_submitted_them(local):
+    import subprocess
+
+    marker = Path(local.local_home) / "outlived"
+    submitter = (
+        "from hooks import backend; from platform_settings import PlatformSettings;"
+        "api = backend.batch_api(PlatformSettings.resolve(use_airflow_variable=False));"
+        f"print(api.submit_job({request(shell(f'sleep 1; echo ok > {marker}'))!r})['jobId'])"
+    )
+    # a worker submits and exits at once, as a task process does when it defers or is killed
+    out = subprocess.run([PY, "-c", submitter], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    job_id = out.stdout.strip()
+    detail = wait_for_terminal(ControlPlane(local.local_home), job_id)
+    assert detail["status"] == "SUCCEEDED" and marker.read_text().strip() == "ok"
+    queue = LocalEventQueue(Path(local.local_home) / "events.sqlite")
+    statuses = [json.loads(m.body)["detail"]["status"] for m in queue.receive(50)
+                if json.loads(m.body)["detail"]["jobId"] == job_id]
+    assert statuses[-1] == "SUCCEEDED"  # its events were kept for whoever waits next

@@ -194,6 +194,9 @@ class EventHub:
         finally:
             for w in workers:
                 w.cancel()
+            for key, hub in list(EventHub._hubs.items()):
+                if hub is self:
+                    del EventHub._hubs[key]
 
     def _fail_all(self, message: str) -> None:
         self.error = message
