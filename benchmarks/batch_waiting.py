@@ -233,19 +233,13 @@ def peak_per_second(times: list[float]) -> int:
 
 # --- our side ---------------------------------------------------------------------------------------------
 def run_ours(jobs: int, seed: int, spot: float, array: bool, tmp: Path) -> dict[str, Any]:
-    from airflow.sdk.exceptions import TaskDeferred
-
     from hooks import backend
     from hooks.batch_api import AwsBatchApi
-    from operators.batch_job import BatchJobOperator
-    from tests.conftest import task_context
 
     queue = VirtualSqs()
     sim = SimulatedBatch(RuleToQueue(queue), region=REGION, account=ACCOUNT, seed=seed)
     client = sim.attach(boto3.client("batch", region_name=REGION))
     store = SqliteJobStateStore(tmp / f"ours-{'array' if array else 'mapped'}.sqlite")
-    settings = PlatformSettings(backend="aws", aws_conn_id=None, region_name=REGION, event_queue_url="virtual",
-                                job_state_table="virtual", lake_uri=str(tmp / "lake"))
     os.environ.update({"GENOMICS_BACKEND": "aws", "GENOMICS_AWS_CONN_ID": "", "GENOMICS_EVENT_QUEUE_URL": "virtual",
                        "GENOMICS_JOB_STATE_TABLE": "virtual", "GENOMICS_LAKE_URI": str(tmp / "lake")})
     import hooks.lake
@@ -460,7 +454,7 @@ def main() -> int:
         p, o = rows[-1], rows[0]
         print(f"DescribeJobs ratio provider/ours (one job per sample): {p['describe_jobs_calls'] / max(o['describe_jobs_calls'], 1):.0f}x"
               f" (provider: {p['describe_at_submit']} at submission, the rest polling)")
-    print(f"\n## Concurrent waits in one triggerer process (real time, local event queue and store)\n")
+    print("\n## Concurrent waits in one triggerer process (real time, local event queue and store)\n")
     print(json.dumps(capacity, indent=2))
     return 0
 

@@ -60,7 +60,7 @@ def batch_events_demo():
 
     samples = sample_list()
 
-    mapped = BatchJobOperator.partial(
+    BatchJobOperator.partial(
         task_id="read_stats_mapped",
         step="read_stats",
         project="{{ params.project }}",

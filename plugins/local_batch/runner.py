@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batch_model import TERMINAL, build_event, now_ms, retry_action
+from batch_model import build_event, now_ms, retry_action
 from hooks.event_queue import LocalEventQueue
 from local_batch.control_plane import ACCOUNT, REGION, ControlPlane
 
