@@ -224,6 +224,7 @@ class EventHub:
             return
         self.known[job_id] = state
         self.last_heard[job_id] = self._now()
+        self.patience.pop(job_id, None)  # news again: back to the normal reconcile interval
         for watch in self.watches[job_id]:
             watch.changed.set()
 
@@ -246,7 +247,6 @@ class EventHub:
                 failures = await self._guarded("receiving Batch events", failures, exc)
                 continue
             for state in states:
-                self.patience.pop(state.job_id, None)  # events flow again: back to the normal interval
                 self._learn(state, heard=True)
 
     def _record_all(self, states: list[JobState]) -> None:
@@ -293,11 +293,11 @@ class EventHub:
             for j in self.watches
             if not (j in self.known and self.known[j].terminal)
         }
-        due = [j for j, s in silence.items() if s >= self.patience.get(j, after)]
+        due = {j for j, s in silence.items() if s >= self.patience.get(j, after)}
         if not due:
             return []
         room = -(-len(due) // 100) * 100 - len(due)
-        riders = sorted((j for j, s in silence.items() if s >= after / 2 and j not in set(due)),
+        riders = sorted((j for j, s in silence.items() if s >= after / 2 and j not in due),
                         key=lambda j: -silence[j])
         return sorted(due) + riders[:room]
 
@@ -334,9 +334,7 @@ class EventHub:
                         # Nothing new: a long step is silent by nature. Ask less often, up to 4x the interval,
                         # so a long run costs few calls while a lost event is still found within that bound.
                         self.patience[state.job_id] = min(self.patience.get(state.job_id, after) * 2, 4 * after)
-                    else:
-                        self.patience.pop(state.job_id, None)
-                    self._learn(state, heard=True)
+                    self._learn(state, heard=True)  # a new state resets the patience
 
 
 def _parse(message) -> JobState | None:
