@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -28,8 +28,10 @@ def _no_real_aws(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
-def use_settings(monkeypatch, settings: PlatformSettings) -> PlatformSettings:
-    """Make PlatformSettings.resolve() return ``settings`` (through the environment, as in production)."""
+def use_settings(monkeypatch, settings: PlatformSettings, **changes: Any) -> PlatformSettings:
+    """Make PlatformSettings.resolve() return ``settings`` with ``changes`` (through the environment, as in
+    production)."""
+    settings = replace(settings, **changes)
     for key, value in settings.to_dict().items():
         env = "GENOMICS_" + key.upper()
         if value is None:

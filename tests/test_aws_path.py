@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from batch_model import JobState
 from hooks import backend
 from operators.batch_job import BatchJobOperator
-from tests.conftest import first_event, task_context
+from tests.conftest import first_event, task_context, use_settings
 from triggers.batch_events import BatchJobEventTrigger, EventHub
 
 
@@ -162,10 +162,7 @@ def test_throttled_submissions_are_retried_and_never_fail_the_task(aws, monkeypa
 
 
 def test_submissions_stay_under_the_rate_budget(aws, monkeypatch):
-    from tests.conftest import use_settings
-    from dataclasses import replace
-
-    use_settings(monkeypatch, replace(aws.settings, submit_rate_per_second=20))
+    use_settings(monkeypatch, aws.settings, submit_rate_per_second=20)
     for i in range(30):
         submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}"))
     times = aws.sim.submit_times
@@ -255,11 +252,9 @@ def test_a_triggerer_restart_loses_nothing(aws):
 
 
 def test_dropped_events_are_reconciled_with_batched_describe_jobs(aws, monkeypatch):
-    from dataclasses import replace
 
-    from tests.conftest import use_settings
 
-    settings = use_settings(monkeypatch, replace(aws.settings, reconcile_after_seconds=0.3))
+    settings = use_settings(monkeypatch, aws.settings, reconcile_after_seconds=0.3)
     aws.sim.drop_fraction = 1.0
     triggers = [submit(make_op(sample=f"S{i}", task_id=f"t{i}"), task_context(task_id=f"t{i}")) for i in range(110)]
     aws.sim.run_until_done()
@@ -271,11 +266,9 @@ def test_dropped_events_are_reconciled_with_batched_describe_jobs(aws, monkeypat
 
 
 def test_a_job_batch_no_longer_knows_fails_with_a_clear_reason(aws, monkeypatch):
-    from dataclasses import replace
 
-    from tests.conftest import use_settings
 
-    use_settings(monkeypatch, replace(aws.settings, reconcile_after_seconds=0.3))
+    use_settings(monkeypatch, aws.settings, reconcile_after_seconds=0.3)
     aws.sim.drop_fraction = 1.0
     op, context = make_op(sample="S1"), task_context()
     trigger = submit(op, context)
@@ -303,11 +296,9 @@ def test_one_consumer_serves_every_waiting_trigger(aws):
 
 
 def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypatch):
-    from dataclasses import replace
 
-    from tests.conftest import use_settings
 
-    settings = use_settings(monkeypatch, replace(aws.settings, event_queue_url=aws.settings.event_queue_url + "-gone"))
+    settings = use_settings(monkeypatch, aws.settings, event_queue_url=aws.settings.event_queue_url + "-gone")
     trigger = BatchJobEventTrigger(job_ids=["11111111-2222-3333-4444-555555555555"], settings=settings.to_dict())
     event = asyncio.run(first_event(trigger))
     assert event["status"] == "error"

@@ -19,7 +19,7 @@ from hooks.event_queue import LocalEventQueue
 from local_batch.control_plane import ControlPlane, LocalBatchError, wait_for_terminal
 from local_batch.runner import HOST_LOST_REASON, TIMEOUT_REASON, ensure_runner, runner_running, stop_runner
 from operators.batch_job import BatchJobOperator
-from tests.conftest import first_event, task_context
+from tests.conftest import first_event, task_context, use_settings
 
 PY = sys.executable
 
@@ -114,11 +114,9 @@ def test_terminate_stops_a_running_job(plane):
 
 
 def test_jobs_wait_for_capacity_instead_of_overcommitting(local, monkeypatch):
-    from dataclasses import replace
 
-    from tests.conftest import use_settings
 
-    settings = use_settings(monkeypatch, replace(local, local_vcpus=1))
+    settings = use_settings(monkeypatch, local, local_vcpus=1)
     api = backend.batch_api(settings)
     ensure_runner(settings.local_home, vcpus=1)
     jobs = [api.submit_job(request(shell("sleep 0.5"), name=f"j{i}")) for i in range(3)]
