@@ -45,6 +45,13 @@ class PlatformSettings:
     job_state_table: str | None = None
     # Root of the data lake: s3://bucket/prefix on AWS, a directory (or file:// URI) locally.
     lake_uri: str | None = None
+    # Where published tables live: the Glue database (a DuckDB schema locally), the Athena workgroup and the
+    # prefix for Athena's query results (None: the workgroup's own result location is used).
+    database: str = "genomics"
+    athena_workgroup: str = "primary"
+    athena_output_location: str | None = None
+    # Capacity type per job queue (name, alias or ARN -> "SPOT" / "ON_DEMAND"), recorded in the job_runs table.
+    queue_capacity_types: dict[str, str] = field(default_factory=dict)
 
     # --- behaviour shared by both backends ---------------------------------------------------
     # Deployment-wide SubmitJob budget; AWS fixes the quota at 50 per second per account.
@@ -99,6 +106,19 @@ class PlatformSettings:
                 return self.lake_uri.rstrip("/")
             return Path(self.lake_uri).resolve().as_uri()
         return (self.local_home_path / "lake").resolve().as_uri()
+
+    @property
+    def local_catalog_path(self) -> Path:
+        """The local engine's catalog: a DuckDB file whose schema ``database`` holds every published table."""
+        return self.local_home_path / "catalog.duckdb"
+
+    def capacity_type(self, queue: str) -> str:
+        if self.backend == "local":
+            return "LOCAL"
+        for name, kind in self.queue_capacity_types.items():
+            if queue in (name, self.resolve_queue(name)):
+                return kind
+        return "UNKNOWN"
 
     def resolve_queue(self, name: str | None) -> str:
         name = name or self.job_queue

@@ -1,4 +1,4 @@
-"""The backend switch: builds the Batch API, job-state store, event queue and lake for the configured backend.
+"""The backend switch: builds the Batch API, job-state store, event queue and query engine for the configured backend.
 
 Operators, sensors and triggers ask here and never branch on the backend themselves. Create these objects
 inside execute() or a trigger's run(), never in __init__ or at DAG parse time.
@@ -14,6 +14,7 @@ from botocore.config import Config
 from hooks.batch_api import AwsBatchApi, BatchApi, LocalBatchApi
 from hooks.event_queue import EventQueue, LocalEventQueue, SqsEventQueue
 from hooks.job_state import DynamoDbJobStateStore, JobStateStore, SqliteJobStateStore
+from hooks.query_engine import AthenaQueryEngine, LocalQueryEngine, QueryEngine
 from platform_settings import PlatformSettings
 
 # Botocore's own retries stay short: throttled SubmitJob calls are retried by submit_within_budget, which
@@ -48,3 +49,11 @@ def event_queue(settings: PlatformSettings) -> EventQueue:
     from local_batch.runner import event_queue_path
 
     return LocalEventQueue(event_queue_path(Path(settings.local_home)))
+
+
+def query_engine(settings: PlatformSettings) -> QueryEngine:
+    if settings.backend == "aws":
+        output = settings.athena_output_location
+        return AthenaQueryEngine(aws_client(settings, "athena"), database=settings.database,
+                                 workgroup=settings.athena_workgroup, output_location=output)
+    return LocalQueryEngine(settings.local_catalog_path, database=settings.database)

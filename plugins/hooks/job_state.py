@@ -1,9 +1,11 @@
 """The durable job-state store: what every waiting trigger reads, what the event consumer writes.
 
-Three kinds of record live here:
+Four kinds of record live here:
 - job state, one per job and one per array child, merged monotonically so duplicated and reordered events
   settle on the right state (see ``JobState.order``);
 - submission records, one per task instance (idempotency key), so an Airflow retry reattaches to its job;
+- versioned documents (the catalog of each published table), replaced only by a writer that read the current
+  version, so concurrent publishes to one table never lose each other's commits;
 - the shared SubmitJob budget, counted in short fixed windows (see rate_window) so that every worker of the deployment together
   stays under the configured rate.
 
@@ -23,6 +25,7 @@ from typing import Any, Iterable
 from batch_model import JobState
 
 RECORD_TTL_SECONDS = 30 * 24 * 3600
+DOCUMENT_LIMIT_BYTES = 350_000
 
 
 def rate_window(rate_per_second: float) -> tuple[float, int]:
@@ -59,6 +62,14 @@ class JobStateStore(ABC):
         """Remember which job a task instance submitted (overwrites an older generation)."""
 
     @abstractmethod
+    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+        """A versioned document and its version (0 and None if there is none yet)."""
+
+    @abstractmethod
+    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+        """Write version ``expected_version + 1`` if the stored version is still ``expected_version``."""
+
+    @abstractmethod
     def try_take_submit_slot(self, rate_per_second: float) -> float:
         """Take one SubmitJob slot from the shared budget: 0.0 if taken, else seconds to wait before asking again."""
 
@@ -85,6 +96,7 @@ class SqliteJobStateStore(JobStateStore):
                     ord INTEGER NOT NULL, data TEXT NOT NULL, updated REAL NOT NULL);
                 CREATE INDEX IF NOT EXISTS job_state_parent ON job_state(parent_id, array_index);
                 CREATE TABLE IF NOT EXISTS submission (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS document (key TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS submit_rate (window INTEGER PRIMARY KEY, n INTEGER NOT NULL);
                 """
             )
@@ -144,6 +156,20 @@ class SqliteJobStateStore(JobStateStore):
             "INSERT INTO submission (key, data) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET data = excluded.data",
             (key, json.dumps(record)),
         )
+
+    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+        row = self._conn().execute("SELECT version, data FROM document WHERE key = ?", (key,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else (0, None)
+
+    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+        conn = self._conn()
+        if expected_version == 0:
+            cur = conn.execute("INSERT OR IGNORE INTO document (key, version, data) VALUES (?, 1, ?)",
+                               (key, json.dumps(doc)))
+        else:
+            cur = conn.execute("UPDATE document SET version = version + 1, data = ? WHERE key = ? AND version = ?",
+                               (json.dumps(doc), key, expected_version))
+        return cur.rowcount == 1
 
     def try_take_submit_slot(self, rate_per_second: float) -> float:
         now = time.time()
@@ -254,6 +280,39 @@ class DynamoDbJobStateStore(JobStateStore):
                 "expires": {"N": str(int(time.time()) + RECORD_TTL_SECONDS)},
             },
         )
+
+    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+        resp = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": f"doc#{key}"}, "sk": {"S": "#"}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return (int(item["version"]["N"]), json.loads(item["data"]["S"])) if item else (0, None)
+
+    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+        from botocore.exceptions import ClientError
+
+        data = json.dumps(doc)
+        if len(data) > DOCUMENT_LIMIT_BYTES:
+            raise ValueError(f"document {key!r} is {len(data)} bytes, over DynamoDB's item limit with headroom "
+                             f"({DOCUMENT_LIMIT_BYTES}); see README 'Publishing' on compacting a table")
+        condition = "attribute_not_exists(#v)" if expected_version == 0 else "#v = :expected"
+        values: dict[str, Any] = {":data": {"S": data}, ":one": {"N": "1"}}
+        if expected_version:
+            values[":expected"] = {"N": str(expected_version)}
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"doc#{key}"}, "sk": {"S": "#"}},
+                UpdateExpression="SET #data = :data ADD #v :one",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#v": "version", "#data": "data"},
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
 
     def try_take_submit_slot(self, rate_per_second: float) -> float:
         from botocore.exceptions import ClientError

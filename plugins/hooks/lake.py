@@ -25,3 +25,55 @@ def write_text(settings: PlatformSettings, uri: str, text: str) -> None:
         os.replace(tmp, path)  # readers never see half a file
     else:
         raise ValueError(f"unsupported lake URI {uri!r}: use s3:// or file://")
+
+
+def list_files(settings: PlatformSettings, prefix_uri: str) -> list[str]:
+    """Paths (relative to ``prefix_uri``) of every file under a prefix: one paginated listing, no per-file checks.
+
+    Names starting with ``.`` or ``_`` are left out, as Athena leaves them out of a table.
+    """
+    prefix_uri = prefix_uri.rstrip("/") + "/"
+    parsed = urlparse(prefix_uri)
+    out: list[str] = []
+    if parsed.scheme == "s3":
+        from hooks.backend import aws_client
+
+        paginator = aws_client(settings, "s3").get_paginator("list_objects_v2")
+        key_prefix = parsed.path.lstrip("/")
+        for page in paginator.paginate(Bucket=parsed.netloc, Prefix=key_prefix):
+            out.extend(obj["Key"][len(key_prefix):] for obj in page.get("Contents", []))
+    elif parsed.scheme == "file":
+        root = Path(unquote(parsed.path))
+        if root.is_dir():
+            out.extend(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    else:
+        raise ValueError(f"unsupported lake URI {prefix_uri!r}: use s3:// or file://")
+    return sorted(p for p in out if not any(part.startswith((".", "_")) for part in p.split("/")))
+
+
+def delete_prefix(settings: PlatformSettings, prefix_uri: str) -> int:
+    """Delete every object under a prefix (a dropped table's data); returns how many were deleted."""
+    prefix_uri = prefix_uri.rstrip("/") + "/"
+    parsed = urlparse(prefix_uri)
+    if parsed.scheme == "s3":
+        from hooks.backend import aws_client
+
+        s3 = aws_client(settings, "s3")
+        key_prefix = parsed.path.lstrip("/")
+        deleted = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=key_prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:  # a listing page holds at most 1,000 keys, as many as DeleteObjects takes
+                s3.delete_objects(Bucket=parsed.netloc, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        return deleted
+    if parsed.scheme == "file":
+        import shutil
+
+        root = Path(unquote(parsed.path))
+        if not root.exists():
+            return 0
+        count = sum(1 for p in root.rglob("*") if p.is_file())
+        shutil.rmtree(root)
+        return count
+    raise ValueError(f"unsupported lake URI {prefix_uri!r}: use s3:// or file://")

@@ -1,0 +1,120 @@
+"""PublishTableOperator: make a run's staged results queryable as Snappy Parquet, through Athena CTAS (or DuckDB).
+
+The protocol (statements, generations, the atomic view swap, cleanup) is in ``publishing``; this operator
+drives it: checks its input, lists the staged files once, then runs the write statements. On Athena it defers
+while each CTAS / INSERT INTO runs; the short DDL around them (staging table, view, drops) is waited for in the
+worker. Locally DuckDB runs each statement as it is started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from platform_settings import PlatformSettings
+
+
+class PublishTableOperator(BaseOperator):
+    """Publish one table (see ``publishing.TABLES``) for one project's units.
+
+    :param table: the table to publish: qc_metrics, transcript_quant, gene_quant, variant_calls,
+        gwas_associations or job_runs.
+    :param project: project the units belong to (partition value). Templated.
+    :param pipeline: pipeline that produced the rows. Templated.
+    :param pipeline_version: version of the pipeline (a column; also the default staging scope). Templated.
+    :param units: sample ids (phenotypes for gwas_associations) to publish; each must have staged rows. Templated.
+    :param staging_scope: the ``<scope>`` part of the staging location; default the pipeline version, or the
+        DAG run (``publishing.run_scope(run_id)``) for per-run facts such as job_runs. Templated.
+    :param publish_key: names this publish: publishing the same key again replaces its rows. Default: the
+        DAG id, task id and run id, so clearing the task re-publishes and a new run adds (or, for units
+        published before, replaces). Templated.
+    """
+
+    template_fields: Sequence[str] = ("project", "pipeline", "pipeline_version", "units", "staging_scope",
+                                      "publish_key")
+    ui_color = "#d9ead3"
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        project: str,
+        pipeline: str,
+        pipeline_version: str,
+        units: list[str] | str,
+        staging_scope: str | None = None,
+        publish_key: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.table = table
+        self.project = project
+        self.pipeline = pipeline
+        self.pipeline_version = pipeline_version
+        self.units = units
+        self.staging_scope = staging_scope
+        self.publish_key = publish_key
+
+    def _publication(self, settings: PlatformSettings, context: Any):
+        from publishing import TABLES, Publication, PublishError, run_scope, staging_uri
+
+        if self.table not in TABLES:
+            raise PublishError(f"unknown table {self.table!r}; published tables are {sorted(TABLES)}")
+        ti = context["ti"]
+        key = self.publish_key or f"{ti.dag_id}/{ti.task_id}/{ti.run_id}"
+        units = list(self.units) if isinstance(self.units, (list, tuple)) else self.units
+        spec = TABLES[self.table]
+        scope = self.staging_scope or (run_scope(ti.run_id) if spec.per_run else self.pipeline_version)
+        staging = staging_uri(settings.lake_root, spec.staging, self.pipeline, scope, self.project)
+        return Publication(table=self.table, database=settings.database, lake_root=settings.lake_root,
+                           project=self.project, pipeline=self.pipeline, pipeline_version=self.pipeline_version,
+                           units=units, staging=staging, publish_key=key)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from hooks import backend, lake
+
+        settings = PlatformSettings.resolve()
+        publication = self._publication(settings, context)  # every input checked before any query
+        engine, store = backend.query_engine(settings), backend.job_state_store(settings)
+        publication.check_staged(lake.list_files(settings, publication.staging.value))
+        publication.begin(store)
+        self.log.info("publishing %s.%s generation %d: %d unit(s) in %d write statement(s)", settings.database,
+                      self.table, publication.generation, len(publication.units), len(publication.batches()))
+        publication.stage(engine, store)
+        return self._write_and_finish(settings, publication, engine, store)
+
+    def _write_and_finish(self, settings: PlatformSettings, publication: Any, engine: Any, store: Any) -> dict:
+        from hooks import lake
+        from publishing import finish_write
+        from triggers.athena_query import AthenaQueryTrigger
+
+        while (statement := publication.next_write()) is not None:
+            query_id = engine.start(statement.sql, list(statement.params), statement.token)
+            self.log.info("%s: query %s", statement.step, query_id)
+            if not engine.finishes_on_start:
+                self.defer(
+                    trigger=AthenaQueryTrigger(query_id=query_id, step=statement.step, settings=settings.to_dict()),
+                    method_name="execute_write_complete",
+                )
+            finish_write(publication, engine, store, statement.step, query_id, wait=True)
+        summary = publication.finish(engine, store, lambda uri: lake.delete_prefix(settings, uri))
+        self.log.info("published %s: %s", summary["table"], summary)
+        return summary
+
+    def execute_write_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from hooks import backend
+        from publishing import finish_write
+
+        if event["status"] == "error":
+            # the query may still be running: a retry reattaches to it through its ClientRequestToken
+            raise AirflowException(f"could not wait for Athena query {event['query_id']} ({event['step']}): "
+                                   f"{event['reason']}")
+        settings = PlatformSettings.resolve()
+        publication = self._publication(settings, context)
+        engine, store = backend.query_engine(settings), backend.job_state_store(settings)
+        publication.resume(store)
+        finish_write(publication, engine, store, event["step"], event["query_id"], wait=False)
+        return self._write_and_finish(settings, publication, engine, store)

@@ -1,0 +1,54 @@
+"""AthenaQueryTrigger: wait, in the triggerer, for one Athena query to finish.
+
+A publish has a handful of long statements (CTAS, INSERT INTO), not thousands of jobs, so GetQueryExecution
+with a growing interval (2 s, doubling to 30 s) is cheap here; it only reads, so it is safe to run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from platform_settings import PlatformSettings
+
+
+class AthenaQueryTrigger(BaseTrigger):
+    """Fires with ``{"status": "success"|"failed"|"error", "query_id", "state", "reason", "step"}``.
+
+    :param query_id: the QueryExecutionId to wait for.
+    :param step: the publish step it belongs to (handed back in the event).
+    :param settings: resolved ``PlatformSettings.to_dict()``.
+    :param max_interval_seconds: longest pause between two GetQueryExecution calls.
+    """
+
+    def __init__(self, query_id: str, step: str, settings: dict[str, Any], max_interval_seconds: float = 30.0):
+        super().__init__()
+        self.query_id = query_id
+        self.step = step
+        self.settings = dict(settings)
+        self.max_interval_seconds = max_interval_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "triggers.athena_query.AthenaQueryTrigger",
+            {"query_id": self.query_id, "step": self.step, "settings": self.settings,
+             "max_interval_seconds": self.max_interval_seconds},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from hooks import backend
+
+        event = {"query_id": self.query_id, "step": self.step}
+        try:
+            engine = await asyncio.to_thread(backend.query_engine, PlatformSettings.from_dict(self.settings))
+            delay = 2.0
+            while not (status := await asyncio.to_thread(engine.status, self.query_id)).terminal:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_interval_seconds)
+        except Exception as exc:  # the wait itself failed (credentials, network): the task says so
+            yield TriggerEvent({**event, "status": "error", "state": "UNKNOWN", "reason": str(exc)})
+            return
+        outcome = "success" if status.state == "SUCCEEDED" else "failed"
+        yield TriggerEvent({**event, "status": outcome, "state": status.state, "reason": status.reason})
