@@ -12,7 +12,8 @@ modes the pipelines use:
 - `read_stats_array`: one Batch array job over all samples (large runs: one task, one trigger, one SubmitJob).
 
 `wait_for_array_job` shows `BatchJobSensor` waiting on a job id taken from XCom, and `report` prints what each
-sample's job did. Every task defers while its jobs run and wakes on their "Batch Job State Change" events.
+sample's job did. `publish_qc_metrics` and `publish_job_runs` then publish the staged read statistics and the
+jobs' facts as the `qc_metrics` and `job_runs` tables (Snappy Parquet; Athena on AWS, DuckDB locally). Every task defers while its jobs run and wakes on their "Batch Job State Change" events.
 Set `fail_sample` to one of the samples to watch a failure name the sample, its exit code and its log.
 """
 
@@ -23,9 +24,10 @@ from datetime import datetime
 from airflow.sdk import Param, chain, dag, task
 
 from operators.batch_job import SAMPLE_ID, BatchJobOperator
+from operators.publish import PublishTableOperator
 from sensors.batch_job import BatchJobSensor
 
-COMMAND = ["python3", "-m", "genomics_steps.read_stats"]
+COMMAND = ["python3", "-m", "genomics_steps.read_stats", "--pipeline-version", "{{ params.pipeline_version }}"]
 
 
 @dag(
@@ -48,6 +50,8 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats"]
             uniqueItems=True,
             description="Sample ids.",
         ),
+        "pipeline_version": Param("1.0", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                                   description="Version the published rows are labelled with."),
         "reads": Param(2000, type="integer", minimum=10, maximum=1_000_000, description="Reads simulated per sample."),
         "fail_sample": Param("", type="string", description="Make this sample's job fail (to see failure reports)."),
     },
@@ -60,7 +64,7 @@ def batch_events_demo():
 
     samples = sample_list()
 
-    BatchJobOperator.partial(
+    mapped = BatchJobOperator.partial(
         task_id="read_stats_mapped",
         step="read_stats",
         project="{{ params.project }}",
@@ -94,7 +98,25 @@ def batch_events_demo():
         for child in summary["samples"]:
             print(f"  {child['sample']:<10} {child['status']:<10} attempts={child['attempts']} log={child['log']}")
 
+    publish_qc = PublishTableOperator(
+        task_id="publish_qc_metrics",
+        table="qc_metrics",
+        project="{{ params.project }}",
+        pipeline="demo",
+        pipeline_version="{{ params.pipeline_version }}",
+        units=samples,
+    )
+    publish_runs = PublishTableOperator(
+        task_id="publish_job_runs",
+        table="job_runs",
+        project="{{ params.project }}",
+        pipeline="demo",
+        pipeline_version="{{ params.pipeline_version }}",
+        units=samples,
+    )
+
     chain(array, wait, report(array.output))
+    chain([mapped, array], publish_qc, publish_runs)
 
 
 batch_events_demo()

@@ -1,6 +1,7 @@
 """The README's main command: run batch_events_demo end to end on the local backend and show what it made.
 
-Run through ./dev demo (which installs everything and prepares Airflow first). Extra arguments are passed on as
+Run through ./dev demo (which installs everything and prepares Airflow first). It ends by querying the
+published tables by name on the local engine, as ./dev sql does. Extra arguments are passed on as
 run config, for example: ./dev demo --samples S1 S2 S3 --reads 5000
 """
 
@@ -50,7 +51,24 @@ def main() -> int:
         print(f"  {sample:<10} {stats['reads']:>6} {stats['mean_length']:>12.1f} {stats['gc_fraction']:>6.3f}")
     counts = ControlPlane(settings.local_home).counts()
     print(f"==> local Batch control plane, jobs by state (all runs so far): {counts}")
+
+    from sql import show
+
+    for title, query in PUBLISHED_QUERIES:
+        print(f"==> {title}\n    ./dev sql \"{query}\"")
+        show(query)
     return 0
+
+
+# What the README shows: the published tables, queried by name with the same SQL Athena would run.
+PUBLISHED_QUERIES = [
+    ("published QC metrics (table genomics.qc_metrics, Snappy Parquet)",
+     "SELECT sample_id, metric, value, pipeline_version FROM qc_metrics WHERE metric = 'gc_fraction' "
+     "ORDER BY sample_id"),
+    ("compute per sample (table genomics.job_runs)",
+     "SELECT sample_id, count(*) AS jobs, sum(attempts) AS attempts, round(sum(vcpu_hours) * 3600, 1) AS "
+     "vcpu_seconds FROM job_runs GROUP BY sample_id ORDER BY sample_id"),
+]
 
 
 def _last_run_state() -> str | None:

@@ -1,8 +1,9 @@
 """Demo step: simulate a sample's reads deterministically and publish read statistics to the lake.
 
-    python -m genomics_steps.read_stats --reads N [--fail-sample S]
+    python -m genomics_steps.read_stats --reads N [--pipeline-version V] [--fail-sample S]
 
-Writes <lake>/read_stats/project=<p>/sample=<s>/stats.json: read count, mean length, GC fraction.
+Writes <lake>/read_stats/project=<p>/sample=<s>/stats.json: read count, mean length, GC fraction, and stages
+the same numbers as qc_metrics rows for publishing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import random
 import sys
 
-from genomics_steps.runtime import current_sample, write_uri
+from genomics_steps.runtime import current_sample, staging_uri, write_uri
 
 
 def simulate_reads(sample: str, count: int) -> list[str]:
@@ -27,6 +28,7 @@ def simulate_reads(sample: str, count: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--pipeline-version", default="1")
     parser.add_argument("--fail-sample", default="", help="exit 2 for this sample (to show failure handling)")
     args = parser.parse_args(argv)
     sample = current_sample()
@@ -45,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     project = os.environ.get("GENOMICS_PROJECT", "default")
     uri = f"{os.environ['GENOMICS_LAKE_URI']}/read_stats/project={project}/sample={sample}/stats.json"
     write_uri(uri, json.dumps(stats).encode())
+    staged = staging_uri("qc_metrics", args.pipeline_version) + f"sample_id={sample}/read_stats.tsv"
+    rows = "".join(f"read_stats\t{name}\t{stats[name]}\n" for name in ("reads", "mean_length", "gc_fraction"))
+    write_uri(staged, ("tool\tmetric\tvalue\n" + rows).encode())
     print(json.dumps(stats))
-    print(f"wrote {uri}")
+    print(f"wrote {uri} and {staged}")
     return 0
 
 

@@ -47,3 +47,11 @@ def current_sample(environ: dict[str, str] | None = None) -> str:
         raise RuntimeError("no GENOMICS_SAMPLE, and no manifest with AWS_BATCH_JOB_ARRAY_INDEX: which sample is this?")
     samples = json.loads(read_uri(manifest_uri))["samples"]
     return samples[int(index)]
+
+
+def staging_uri(dataset: str, scope: str, environ: dict[str, str] | None = None) -> str:
+    """Where this job stages rows of ``dataset`` for publishing (the layout publishing.staging_uri reads):
+    <lake>/staging/<dataset>/<pipeline>/<scope>/project=<project>/ ; add ``sample_id=<sample>/<file>.tsv``."""
+    env = os.environ if environ is None else environ
+    lake, pipeline, project = env["GENOMICS_LAKE_URI"].rstrip("/"), env["GENOMICS_PIPELINE"], env["GENOMICS_PROJECT"]
+    return f"{lake}/staging/{dataset}/{pipeline}/{scope}/project={project}/"

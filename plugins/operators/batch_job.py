@@ -323,6 +323,7 @@ class BatchJobOperator(BaseOperator):
             summary["failed_samples"] = [c["sample"] for c in summary["samples"] if c["status"] != "SUCCEEDED"]
         elif self.sample or isinstance(self.samples, list):
             summary["sample"] = self.sample or self.samples[0]
+        self._stage_job_runs(settings, context, summary)
         if job["status"] == "SUCCEEDED":
             return summary
         lines = [
@@ -339,6 +340,34 @@ class BatchJobOperator(BaseOperator):
         else:
             lines.append(f"exit code {job['exit_code']}; log: {summary['log']}")
         raise AirflowException("\n".join(lines))
+
+    def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
+        """Stage one job_runs row per sample (the job's facts: attempts, times, resources, capacity), for
+        PublishTableOperator(table="job_runs", staging_scope=run_scope(run_id)) to publish with the results."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from hooks.lake import write_text
+        from publishing import run_scope, staging_uri
+
+        rows = summary.get("samples") or ([{**summary, "sample": summary["sample"]}] if summary.get("sample") else [])
+        if not rows:
+            return
+        prefix = staging_uri(settings.lake_root, "job_runs", self.pipeline, run_scope(context["ti"].run_id),
+                             self.project)
+        capacity = settings.capacity_type(settings.resolve_queue(self.job_queue))
+        header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
+                 "capacity_type\tinstance_type\n"
+
+        def stage(row: dict[str, Any]) -> None:
+            values = [row["job_id"], self.step, row["status"], row["attempts"], row.get("started_at"),
+                      row.get("stopped_at"), self.vcpus, self.memory_mib, self.job_queue or settings.job_queue,
+                      capacity, None]
+            line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
+            name = f"{self.step}-{_safe(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
+            write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(stage, rows))
 
     def on_kill(self) -> None:
         if self.job_id and self.terminate_on_kill:
@@ -369,6 +398,8 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
                 "attempts": state.attempts if state else 0,
                 "exit_code": state.exit_code if state else None,
                 "status_reason": state.status_reason if state else "",
+                "started_at": state.started_at if state else None,
+                "stopped_at": state.stopped_at if state else None,
                 "log": _log_location(settings, state.log_stream if state else ""),
             }
         )
