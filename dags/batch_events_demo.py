@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import Param, chain, cross_downstream, dag, task
 
 from operators.batch_job import SAMPLE_ID, BatchJobOperator
 from operators.publish import PublishTableOperator
@@ -98,25 +98,20 @@ def batch_events_demo():
         for child in summary["samples"]:
             print(f"  {child['sample']:<10} {child['status']:<10} attempts={child['attempts']} log={child['log']}")
 
-    publish_qc = PublishTableOperator(
-        task_id="publish_qc_metrics",
-        table="qc_metrics",
-        project="{{ params.project }}",
-        pipeline="demo",
-        pipeline_version="{{ params.pipeline_version }}",
-        units=samples,
-    )
-    publish_runs = PublishTableOperator(
-        task_id="publish_job_runs",
-        table="job_runs",
-        project="{{ params.project }}",
-        pipeline="demo",
-        pipeline_version="{{ params.pipeline_version }}",
-        units=samples,
-    )
+    publish = [
+        PublishTableOperator(
+            task_id=f"publish_{table}",
+            table=table,
+            project="{{ params.project }}",
+            pipeline="demo",
+            pipeline_version="{{ params.pipeline_version }}",
+            units=samples,
+        )
+        for table in ("qc_metrics", "job_runs")
+    ]
 
     chain(array, wait, report(array.output))
-    chain([mapped, array], publish_qc, publish_runs)
+    cross_downstream([mapped, array], publish)
 
 
 batch_events_demo()

@@ -66,6 +66,15 @@ def test_the_demo_dag_runs_end_to_end_on_the_local_backend(local, dagbag):
     for sample in ("E1", "E2", "E3"):
         assert json.loads((lake / f"sample={sample}" / "stats.json").read_text())["reads"] == 300
 
+    from hooks import backend
+
+    engine = backend.query_engine(local)
+    _, reads = engine.fetch("SELECT sample_id, value FROM qc_metrics WHERE metric = 'reads' ORDER BY 1")
+    assert reads == [("E1", 300.0), ("E2", 300.0), ("E3", 300.0)]
+    _, jobs = engine.fetch("SELECT sample_id, count(*), min(status), min(runtime_seconds) >= 0 FROM job_runs "
+                           "GROUP BY 1 ORDER BY 1")
+    assert jobs == [(s, 2, "SUCCEEDED", True) for s in ("E1", "E2", "E3")], "mapped job + array child each"
+
 
 @pytest.mark.e2e
 def test_a_failing_sample_fails_the_run(local, dagbag):

@@ -266,23 +266,30 @@ class LocalQueryEngine(QueryEngine):
         skip_header = int(table_props.get("skip.header.line.count", "0"))
         root = _path(location)
         typed = {n: t for n, t in columns}
-        selected = [_cast(n, t) for n, t in columns + partitions]
-        source = "read_csv({glob}, delim={delim}, header={header}, columns={cols}, hive_partitioning=true, " \
+        # read_csv types the columns and hive_types the partitions: no CAST, which would stop DuckDB from
+        # pruning partition folders by a WHERE on them
+        selected = [_ident(n) for n, _ in columns + partitions]
+        # Partition projection with an enum: only the listed values exist, at locations computed from them
+        # (Athena lists no folders). Reading exactly those folders also lets DuckDB skip all others, where a
+        # long IN filter would not.
+        enum = [(c, table_props.get(f"projection.{c}.values", "")) for c, _ in partitions
+                if table_props.get(f"projection.{c}.type") == "enum"]
+        if len(partitions) == 1 and len(enum) == 1:
+            values = [v for v in enum[0][1].split(",") if v]
+            paths = "[" + ", ".join(_lit(str(root / f"{enum[0][0]}={v}" / "*")) for v in values) + "]"
+        elif enum:
+            raise ValueError("the local engine projects one enum partition column; declare one")
+        else:
+            paths = _lit(str(root / "**" / "*"))
+        source = "read_csv({paths}, delim={delim}, header={header}, columns={cols}, hive_partitioning=true, " \
                  "hive_types={hive})".format(
-                     glob=_lit(str(root / "**" / "*")),
+                     paths=paths,
                      delim=_lit(delimiter),
                      header="true" if skip_header else "false",
                      cols=_struct(typed),
                      hive=_struct(dict(partitions)) if partitions else "{}",
                  )
         view = f"SELECT {', '.join(selected)} FROM {source}"
-        filters = []
-        for col, _ in partitions:  # partition projection with an enum: only the listed values exist
-            if table_props.get(f"projection.{col}.type") == "enum":
-                values = [v for v in table_props.get(f"projection.{col}.values", "").split(",") if v]
-                filters.append(f"{_ident(col)} IN ({', '.join(_lit(v) for v in values)})")
-        if filters:
-            view += " WHERE " + " AND ".join(filters)
         if not _has_files(root):
             view = _empty_select(columns + partitions)
         spec = {"columns": columns, "partitions": partitions, "format": "TEXTFILE"}
@@ -412,10 +419,6 @@ def _lit(value: str) -> str:
     return exp.Literal.string(value).sql("duckdb")
 
 
-def _cast(name: str, kind: str) -> str:
-    return f"CAST({_ident(name)} AS {kind}) AS {_ident(name)}"
-
-
 def _struct(types: dict[str, str]) -> str:
     return "{" + ", ".join(f"{_lit(n)}: {_lit(t)}" for n, t in types.items()) + "}"
 
@@ -433,4 +436,4 @@ def _parquet_view(root: Path, spec: dict[str, Any]) -> str:
         hive="true" if spec["partitions"] else "false",
         types=f", hive_types={_struct(dict(spec['partitions']))}" if spec["partitions"] else "",
     )
-    return f"SELECT {', '.join(_cast(n, t) for n, t in columns)} FROM {source}"
+    return f"SELECT {', '.join(_ident(n) for n, _ in columns)} FROM {source}"
