@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hooks.sql_render import Ident, Label, LabelList, Location, UnsafeSqlValue, render
+from hooks.sql_render import LABEL, Ident, Label, LabelList, Location, UnsafeSqlValue, render
 
 MAX_PARTITIONS_PER_STATEMENT = 100
 MAX_QUERY_BYTES = 262_144
@@ -115,7 +115,7 @@ class Publication:
         self.spec = TABLES[table]
         if not isinstance(units, (list, tuple)) or not units:
             raise PublishError(f"nothing to publish: units must be a non-empty list, got {units!r}")
-        bad = [u for u in units if not (isinstance(u, str) and _is_label(u))]
+        bad = [u for u in units if not (isinstance(u, str) and LABEL.match(u))]
         if bad:
             raise UnsafeSqlValue(f"invalid {self.spec.unit_column} value(s) {bad[:5]!r}: each must be a label "
                                  "(letters, digits, _ . -)")
@@ -370,14 +370,6 @@ def _args(statement: Statement) -> tuple[str, list[str], str]:
     return statement.sql, list(statement.params), statement.token
 
 
-def _is_label(value: str) -> bool:
-    try:
-        Label(value)
-        return True
-    except UnsafeSqlValue:
-        return False
-
-
 def publish_now(publication: Publication, engine: Any, store: Any, *, list_files: Callable[[str], list[str]],
                 delete_prefix: Callable[[str], int]) -> dict[str, Any]:
     """Run a whole publish here and now, waiting for each statement (the local engine; tests; benchmarks).
@@ -395,14 +387,7 @@ def publish_now(publication: Publication, engine: Any, store: Any, *, list_files
 
 def finish_write(publication: Publication, engine: Any, store: Any, step: str, query_id: str, *, wait: bool) -> None:
     """Record a finished write statement, or abandon the generation if it failed."""
-    import time
-
-    delay = 0.2
-    while not (status := engine.status(query_id)).terminal:
-        if not wait:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 10.0)
+    status = engine.wait(query_id) if wait else engine.status(query_id)
     if status.state != "SUCCEEDED":
         raise publication.fail(store, step, f"query {query_id} {status.state}: {status.reason}")
     publication.mark_done(store, step, query_id)

@@ -61,15 +61,21 @@ class QueryEngine(ABC):
     @abstractmethod
     def status(self, query_id: str) -> QueryStatus: ...
 
-    def run(self, sql: str, params: list[Any], token: str, timeout_seconds: float = 600.0) -> QueryStatus:
-        """Start and wait (for short statements: DDL, views); raises QueryFailed unless it succeeded."""
-        query_id = self.start(sql, params, token)
-        delay, deadline = 0.2, time.monotonic() + timeout_seconds
+    def wait(self, query_id: str, timeout_seconds: float | None = None) -> QueryStatus:
+        """Poll (0.2 s, doubling to 5 s) until the query ends; raises QueryFailed if it outlasts the timeout."""
+        delay = 0.2
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         while not (status := self.status(query_id)).terminal:
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise QueryFailed(query_id, status.state, f"still {status.state} after {timeout_seconds:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+        return status
+
+    def run(self, sql: str, params: list[Any], token: str, timeout_seconds: float = 600.0) -> QueryStatus:
+        """Start and wait (for short statements: DDL, views); raises QueryFailed unless it succeeded."""
+        query_id = self.start(sql, params, token)
+        status = self.wait(query_id, timeout_seconds)
         if status.state != "SUCCEEDED":
             raise QueryFailed(query_id, status.state, status.reason)
         return status
