@@ -261,12 +261,16 @@ class Publication:
             "run_table": self.run_table.value,
             "staging_table": self.staging_table.value,
             "location": self.location.value,
+            "project": self.project.value,
+            "pipeline": self.pipeline.value,
             "units": self.units,
             "hidden": [],
         }
 
     def commit(self, store: Any) -> None:
-        """Make this generation live in the catalog document; hide its units in older run tables."""
+        """Make this generation live in the catalog document; hide its units in older run tables of the same
+        project and pipeline (a sample id means nothing across projects, and rnaseq's QC rows of a sample must
+        not hide germline's). Per-run facts (job_runs) are history: another run's rows are never hidden."""
         mine = set(self.units)
         entry = self._own_entry()
 
@@ -277,6 +281,10 @@ class Publication:
             for old in doc["live"]:
                 if old["key"] == self.publish_key:
                     _add_garbage(doc, old)
+                    continue
+                same_slice = old.get("project") == self.project.value and old.get("pipeline") == self.pipeline.value
+                if self.spec.per_run or not same_slice:
+                    live.append(old)
                     continue
                 hidden = sorted(set(old["hidden"]) | (set(old["units"]) & mine))
                 if set(hidden) >= set(old["units"]):

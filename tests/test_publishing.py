@@ -161,6 +161,22 @@ def test_a_later_run_replaces_the_samples_it_republishes_and_keeps_the_others(lo
     assert got == [("A1", "1.0", 2.0), ("A2", "1.1", 999.0), ("A3", "1.0", 2.0)]
 
 
+def test_a_later_publish_hides_only_its_own_project_and_pipeline(local):
+    """rnaseq and germline both publish qc_metrics for a sample; the same sample id in another project is
+    another sample. None of them hides another."""
+    stage_qc(local, ["A1"], project="P1", pipeline="rnaseq", value=lambda s: 1)
+    publish_op(["A1"], project="P1", key="rnaseq-run").execute(task_context(**CONTEXT))
+    stage_qc(local, ["A1"], project="P1", pipeline="germline", value=lambda s: 2)
+    PublishTableOperator(task_id="publish_qc", table="qc_metrics", project="P1", pipeline="germline",
+                         pipeline_version="1.0", units=["A1"], publish_key="germline-run").execute(
+        task_context(**CONTEXT))
+    stage_qc(local, ["A1"], project="P2", pipeline="rnaseq", value=lambda s: 3)
+    publish_op(["A1"], project="P2", key="other-project-run").execute(task_context(**CONTEXT))
+
+    got = rows(local, "SELECT project, pipeline, value FROM qc_metrics WHERE metric = 'reads' ORDER BY value")
+    assert got == [("P1", "rnaseq", 1.0), ("P1", "germline", 2.0), ("P2", "rnaseq", 3.0)]
+
+
 def test_a_run_wholly_replaced_by_a_later_one_is_dropped(local):
     stage_qc(local, ["A1", "A2"])
     old = publish_op(["A1", "A2"], key="run-1").execute(task_context(**CONTEXT))
