@@ -43,6 +43,8 @@ class PlatformSettings:
     # DynamoDB table (partition key "pk", sort key "sk", both strings) holding job state,
     # submission records and the shared SubmitJob rate budget.
     job_state_table: str | None = None
+    # DynamoDB table of the sample registry (partition key "project", sort key "sample_id", strings).
+    sample_registry_table: str | None = None
     # Root of the data lake: s3://bucket/prefix on AWS, a directory (or file:// URI) locally.
     lake_uri: str | None = None
     # Where published tables live: the Glue database (a DuckDB schema locally), the Athena workgroup and the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -32,6 +33,59 @@ def write_uri(uri: str, data: bytes) -> None:
         import boto3
 
         boto3.client("s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data)
+    else:
+        raise ValueError(f"unsupported URI {uri!r}")
+
+
+def exists_uri(uri: str) -> bool:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)).is_file()
+    if parsed.scheme == "s3":
+        import boto3
+        from botocore.exceptions import ClientError
+
+        try:
+            boto3.client("s3").head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+    raise ValueError(f"unsupported URI {uri!r}")
+
+
+def download(uri: str, path: Path) -> Path:
+    """Stage one input file from s3:// or file:// to ``path`` (streamed; multipart for large objects)."""
+    parsed = urlparse(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if parsed.scheme == "file":
+        source = Path(unquote(parsed.path))
+        if not source.is_file():
+            raise FileNotFoundError(f"input {uri} does not exist")
+        shutil.copyfile(source, path)
+    elif parsed.scheme == "s3":
+        import boto3
+
+        boto3.client("s3").download_file(parsed.netloc, parsed.path.lstrip("/"), str(path))
+    else:
+        raise ValueError(f"unsupported URI {uri!r}")
+    return path
+
+
+def upload(path: Path, uri: str) -> None:
+    """Upload one output file; a reader never sees half of it (rename on file://, one object on S3)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        target = Path(unquote(parsed.path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    elif parsed.scheme == "s3":
+        import boto3
+
+        boto3.client("s3").upload_file(str(path), parsed.netloc, parsed.path.lstrip("/"))
     else:
         raise ValueError(f"unsupported URI {uri!r}")
 

@@ -14,6 +14,7 @@ from botocore.config import Config
 from hooks.batch_api import AwsBatchApi, BatchApi, LocalBatchApi
 from hooks.event_queue import EventQueue, LocalEventQueue, SqsEventQueue
 from hooks.job_state import DynamoDbJobStateStore, JobStateStore, SqliteJobStateStore
+from hooks.sample_registry import DynamoDbSampleRegistry, SampleRegistry, SqliteSampleRegistry
 from hooks.query_engine import AthenaQueryEngine, LocalQueryEngine, QueryEngine
 from platform_settings import PlatformSettings
 
@@ -41,6 +42,15 @@ def job_state_store(settings: PlatformSettings) -> JobStateStore:
     if settings.backend == "aws":
         return DynamoDbJobStateStore(aws_client(settings, "dynamodb"), settings.job_state_table)
     return SqliteJobStateStore(Path(settings.local_home) / "job_state.sqlite")
+
+
+def sample_registry(settings: PlatformSettings) -> SampleRegistry:
+    if settings.backend == "aws":
+        if not settings.sample_registry_table:
+            raise ValueError("set sample_registry_table (GENOMICS_SAMPLE_REGISTRY_TABLE) to resolve samples "
+                             "from the registry on AWS")
+        return DynamoDbSampleRegistry(aws_client(settings, "dynamodb"), settings.sample_registry_table)
+    return SqliteSampleRegistry(Path(settings.local_home) / "sample_registry.sqlite")
 
 
 def event_queue(settings: PlatformSettings) -> EventQueue:

@@ -37,6 +37,7 @@ SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SUBMIT_PAYLOAD = 30 * 1024
+LOG_TAILS = 3  # failed jobs whose log ends are quoted in the task's failure message
 
 
 class BatchJobOperator(BaseOperator):
@@ -255,6 +256,7 @@ class BatchJobOperator(BaseOperator):
             "GENOMICS_STEP": self.step,
             "GENOMICS_RUN_ID": ti.run_id,
             "GENOMICS_LAKE_URI": settings.lake_root,
+            "GENOMICS_VCPUS": f"{float(self.vcpus):g}",  # the steps size their tools' threads by it
         }
         tags = {
             "project": self.project,
@@ -337,8 +339,12 @@ class BatchJobOperator(BaseOperator):
                 f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({c['status_reason']}); log: {c['log']}"
                 for c in failed[:50]
             ]
+            streams = [(f"sample {c['sample']}", c["log_stream"]) for c in failed[:LOG_TAILS]]
         else:
-            lines.append(f"exit code {job['exit_code']}; log: {summary['log']}")
+            hint = " (killed: over its memory, or by a signal)" if job["exit_code"] == 137 else ""
+            lines.append(f"exit code {job['exit_code']}{hint}; log: {summary['log']}")
+            streams = [(f"job {job['job_id']}", job.get("log_stream", ""))]
+        lines += _log_tails(settings, streams)
         raise AirflowException("\n".join(lines))
 
     def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
@@ -401,8 +407,22 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
                 "started_at": state.started_at if state else None,
                 "stopped_at": state.stopped_at if state else None,
                 "log": _log_location(settings, state.log_stream if state else ""),
+                "log_stream": state.log_stream if state else "",
             }
         )
+    return out
+
+
+def _log_tails(settings: PlatformSettings, streams: list[tuple[str, str]]) -> list[str]:
+    """The end of each failed job's log: the step prints the tool's own error last."""
+    from hooks.job_logs import log_tail
+
+    out: list[str] = []
+    for label, stream in streams:
+        tail = log_tail(settings, stream)
+        if tail:
+            out.append(f"--- last lines of the log of {label} ---")
+            out += [f"  {line}" for line in tail]
     return out
 
 

@@ -31,6 +31,8 @@ class PublishTableOperator(BaseOperator):
     :param publish_key: names this publish: publishing the same key again replaces its rows. Default: the
         DAG id, task id and run id, so clearing the task re-publishes and a new run adds (or, for units
         published before, replaces). Templated.
+    :param skip_if_no_units: skip (instead of failing) when ``units`` is empty, for tables of what a run did
+        (job_runs) when the run had nothing to do.
     """
 
     template_fields: Sequence[str] = ("project", "pipeline", "pipeline_version", "units", "staging_scope",
@@ -47,6 +49,7 @@ class PublishTableOperator(BaseOperator):
         units: list[str] | str,
         staging_scope: str | None = None,
         publish_key: str | None = None,
+        skip_if_no_units: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -57,6 +60,7 @@ class PublishTableOperator(BaseOperator):
         self.units = units
         self.staging_scope = staging_scope
         self.publish_key = publish_key
+        self.skip_if_no_units = skip_if_no_units
 
     def _publication(self, settings: PlatformSettings, context: Any):
         from publishing import TABLES, Publication, PublishError, run_scope, staging_uri
@@ -76,6 +80,10 @@ class PublishTableOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from hooks import backend, lake
 
+        if self.skip_if_no_units and isinstance(self.units, (list, tuple)) and not self.units:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"no units to publish in {self.table}")
         settings = PlatformSettings.resolve()
         publication = self._publication(settings, context)  # every input checked before any query
         engine, store = backend.query_engine(settings), backend.job_state_store(settings)

@@ -1,0 +1,65 @@
+"""
+### Germline variant calling
+
+Per sample: **bwa mem** aligns the reads (`bwa_mem`), **samtools** sorts, marks duplicates and indexes
+(`markdup`), **bcftools mpileup | call** calls variants (`call`) and **bcftools stats** summarises them
+(`stats`). Then the results are published as tables: `variant_calls`, `qc_metrics` (samtools and bcftools
+metrics) and `job_runs`.
+
+Run config (checked by `plan` before anything is submitted):
+- `samples`: a list of sample ids, or `"all approved"` for the project's approved samples in the registry;
+  reads are `<input_uri><sample>_R1.fastq.gz` and `_R2` (default: the lake's `raw/<project>/`);
+- `reference`: `references/<reference>/genome.fa`; its bwa index is built once (`bwa_index`, skipped when
+  present) and reused;
+- `pipeline_version`: outputs are keyed by it; samples already complete for this version are not submitted
+  again (one listing decides), unless `force`;
+- `fan_out`: one Batch job per sample (mapped tasks) or Batch array jobs of up to 500 samples.
+
+Every Batch task defers until its job's "Batch Job State Change" event arrives; nothing polls DescribeJobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import chain, dag, task_group
+
+from genomics_steps.germline import STEPS
+from pipeline_dag import index_step, plan_and_index, publish, sample_step
+from pipeline_plan import PipelineSpec, pipeline_params
+
+SPEC = PipelineSpec(name="germline", steps=STEPS, reference_files=["genome.fa"], index_tool="bwa")
+REFERENCE = ["--reference", "{{ params.reference }}"]
+
+
+@dag(
+    dag_id="germline",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    tags=["pipeline", "germline"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 2},
+    params=pipeline_params(),
+)
+def germline():
+    index = index_step("germline", "bwa_index", "bwa-index", vcpus=1, memory_mib=4096)
+    planned, units = plan_and_index(SPEC, index)
+
+    @task_group(group_id="per_sample")
+    def per_sample(unit: list[str]):
+        """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
+        chain(
+            sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix", "{{ params.input_uri }}"],
+                        unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed"),
+            sample_step("germline", "markdup", ["markdup"], unit, vcpus=2, memory_mib=2048),
+            sample_step("germline", "call", ["call", *REFERENCE], unit, vcpus=1, memory_mib=2048),
+            sample_step("germline", "stats", ["stats"], unit, vcpus=1, memory_mib=1024),
+        )
+
+    samples = per_sample.expand(unit=units)
+    index >> samples >> publish("germline", planned, ["variant_calls", "qc_metrics", "job_runs"])
+
+
+germline()

@@ -1,0 +1,63 @@
+"""
+### RNA-seq quantification
+
+Per sample: **fastp** trims and filters the reads, **salmon quant** estimates transcript abundances against the
+reference's transcriptome. Then the results are published as tables: `transcript_quant`, `gene_quant`,
+`qc_metrics` (fastp and salmon metrics) and `job_runs` (what each job ran on and for how long).
+
+Run config (checked by `plan` before anything is submitted):
+- `samples`: a list of sample ids, or `"all approved"` for the project's approved samples in the registry;
+  reads are `<input_uri><sample>_R1.fastq.gz` and `_R2` (default: the lake's `raw/<project>/`);
+- `reference`: `references/<reference>/` holds `transcriptome.fa` and `tx2gene.tsv`; its salmon index is
+  built once (`salmon_index`, skipped when present) and reused;
+- `pipeline_version`: outputs are keyed by it; samples already complete for this version are not submitted
+  again (one listing decides), unless `force`;
+- `fan_out`: one Batch job per sample (mapped tasks) or Batch array jobs of up to 500 samples.
+
+Every Batch task defers until its job's "Batch Job State Change" event arrives; nothing polls DescribeJobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, task_group
+
+from genomics_steps.rnaseq import STEPS
+from pipeline_dag import index_step, plan_and_index, publish, sample_step
+from pipeline_plan import PipelineSpec, pipeline_params
+
+SPEC = PipelineSpec(name="rnaseq", steps=STEPS, reference_files=["transcriptome.fa", "tx2gene.tsv"],
+                    index_tool="salmon")
+
+
+@dag(
+    dag_id="rnaseq",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    tags=["pipeline", "rnaseq"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "retries": 2},
+    params=pipeline_params(),
+)
+def rnaseq():
+    index = index_step("rnaseq", "salmon_index", "salmon-index", vcpus=2, memory_mib=4096)
+    planned, units = plan_and_index(SPEC, index)
+
+    @task_group(group_id="per_sample")
+    def per_sample(unit: list[str]):
+        """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
+        fastp = sample_step("rnaseq", "fastp", ["fastp", "--input-prefix", "{{ params.input_uri }}"], unit,
+                            vcpus=1, memory_mib=2048,  # fastp holds ~1.1 GiB for its duplication estimate
+                            trigger_rule="none_failed")  # the index task is skipped when the index exists
+        quant = sample_step("rnaseq", "salmon_quant", ["salmon-quant", "--reference", "{{ params.reference }}"],
+                            unit, vcpus=2, memory_mib=2048)
+        fastp >> quant
+
+    samples = per_sample.expand(unit=units)
+    index >> samples >> publish("rnaseq", planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
+
+
+rnaseq()

@@ -1,0 +1,162 @@
+"""Germline variant-calling steps (image docker/germline: bwa, samtools, bcftools, tabix).
+
+    python -m genomics_steps.germline bwa-index --reference R [--force true]
+    python -m genomics_steps.germline bwa-mem --pipeline-version V --reference R [--input-prefix URI]
+    python -m genomics_steps.germline markdup --pipeline-version V
+    python -m genomics_steps.germline call --pipeline-version V --reference R
+    python -m genomics_steps.germline stats --pipeline-version V
+
+Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from genomics_steps import layout
+from genomics_steps.step import Step, begin, main_of, sample_step_args, threads, truthy
+from genomics_steps.runtime import current_sample
+
+PIPELINE = "germline"
+STEPS = ["bwa_mem", "markdup", "call", "stats"]
+BWA_INDEX = ["genome.fa", "genome.fa.amb", "genome.fa.ann", "genome.fa.bwt", "genome.fa.pac", "genome.fa.sa",
+             "genome.fa.fai"]
+
+
+def _env() -> tuple[str, str]:
+    return os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
+
+
+def _sample_step(args, name: str, outputs: list[str], tools: list[str]) -> tuple[Step, str, str]:
+    lake, project = _env()
+    sample = current_sample()
+    step = Step(name, output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample, name),
+                outputs=outputs, tools=tools, force=truthy(args.force), sample=sample,
+                pipeline_version=args.pipeline_version)
+    return step, lake, sample
+
+
+def _prefix(args, lake: str, sample: str, name: str) -> str:
+    return layout.step_prefix(lake, PIPELINE, args.pipeline_version, os.environ["GENOMICS_PROJECT"], sample, name)
+
+
+def _reference(step: Step, lake: str, reference: str, files: list[str]) -> str:
+    base = layout.index_prefix(lake, reference, "bwa")
+    for name in files:
+        step.input(base + name, f"ref/{name}")
+    return str(step.work / "in" / "ref" / "genome.fa")
+
+
+def bwa_index(args) -> None:
+    lake, _ = _env()
+    step = Step("bwa_index", output_prefix=layout.index_prefix(lake, args.reference, "bwa"), outputs=BWA_INDEX,
+                tools=["bwa", "samtools"], force=truthy(args.force))
+    if not begin(step):
+        return
+    step.input(layout.reference_prefix(lake, args.reference) + "genome.fa").replace(step.out("genome.fa"))
+    step.run(["bwa", "index", str(step.out("genome.fa"))])
+    step.run(["samtools", "faidx", str(step.out("genome.fa"))])
+    step.finish()
+    step.cleanup()
+
+
+def bwa_mem(args) -> None:
+    step, lake, sample = _sample_step(args, "bwa_mem", ["aligned.bam"], ["bwa", "samtools"])
+    if not begin(step):
+        return
+    ref = _reference(step, lake, args.reference, BWA_INDEX[:-1])
+    r1_uri, r2_uri = layout.reads_uris(args.input_prefix or layout.raw_prefix(lake, os.environ["GENOMICS_PROJECT"]),
+                                       sample)
+    r1, r2 = step.input(r1_uri), step.input(r2_uri)
+    read_group = f"@RG\\tID:{sample}\\tSM:{sample}\\tPL:ILLUMINA"  # bwa expands the \t itself
+    # bwa's output is grouped by read name, which fixmate needs; markdup later needs fixmate's mate scores.
+    step.pipe([["bwa", "mem", "-t", str(threads()), "-R", read_group, ref, str(r1), str(r2)],
+               ["samtools", "fixmate", "-m", "-O", "bam", "-", str(step.out("aligned.bam"))]])
+    step.finish()
+    step.cleanup()
+
+
+def markdup(args) -> None:
+    outputs = ["sample.bam", "sample.bam.bai", "markdup.txt", "flagstat.tsv"]
+    step, lake, sample = _sample_step(args, "markdup", outputs, ["samtools"])
+    if not begin(step):
+        return
+    aligned = step.input(_prefix(args, lake, sample, "bwa_mem") + "aligned.bam")
+    sorted_bam = step.work / "sorted.bam"
+    n = str(threads())
+    step.run(["samtools", "sort", "-@", n, "-o", str(sorted_bam), "-T", str(step.work / "sort"), str(aligned)])
+    step.run(["samtools", "markdup", "-@", n, "-s", "-f", str(step.out("markdup.txt")), str(sorted_bam),
+              str(step.out("sample.bam"))])
+    step.run(["samtools", "index", str(step.out("sample.bam"))])
+    step.run(["samtools", "flagstat", "-O", "tsv", str(step.out("sample.bam"))], stdout=step.out("flagstat.tsv"))
+    flags = {}
+    for line in step.out("flagstat.tsv").read_text().splitlines():
+        passed, _failed, what = line.split("\t")[:3]
+        flags[what] = passed
+    total = int(flags.get("primary", flags.get("total (QC-passed reads + QC-failed reads)", "0")) or 0)
+    qc = {
+        "reads": total,
+        "mapped_rate": int(flags.get("primary mapped", 0)) / total if total else 0.0,
+        "properly_paired_rate": int(flags.get("properly paired", 0)) / total if total else 0.0,
+        "duplicate_rate": int(flags.get("primary duplicates", 0)) / total if total else 0.0,
+    }
+    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["samtools", k, v] for k, v in qc.items()],
+                    "samtools.tsv")
+    step.finish(**qc)
+    step.cleanup()
+
+
+def call(args) -> None:
+    step, lake, sample = _sample_step(args, "call", ["calls.vcf.gz", "calls.vcf.gz.tbi"], ["bcftools"])
+    if not begin(step):
+        return
+    ref = _reference(step, lake, args.reference, ["genome.fa", "genome.fa.fai"])
+    bam = step.input(_prefix(args, lake, sample, "markdup") + "sample.bam", "sample.bam")
+    step.input(_prefix(args, lake, sample, "markdup") + "sample.bam.bai", "sample.bam.bai")
+    vcf = step.out("calls.vcf.gz")
+    step.pipe([["bcftools", "mpileup", "-f", ref, "-a", "AD,DP", "-Ou", str(bam)],
+               ["bcftools", "call", "-m", "-v", "-Oz", "-o", str(vcf)]])
+    step.run(["bcftools", "index", "-t", str(vcf)])
+    table = step.work / "calls.tsv"
+    step.run(["bcftools", "query", "-f", r"%CHROM\t%POS\t%REF\t%ALT\t%QUAL\t%FILTER\t[%GT]\t[%DP]\n", str(vcf)],
+             stdout=table)
+    rows = [line.split("\t") for line in table.read_text().splitlines() if line]
+    step.stage_rows("variant_calls", ["chrom", "pos", "ref", "alt", "qual", "filter", "genotype", "depth"],
+                    [[c if c != "." else "" for c in row] for row in rows], "bcftools.tsv")
+    step.finish(variants=len(rows))
+    step.cleanup()
+
+
+def stats(args) -> None:
+    step, lake, sample = _sample_step(args, "stats", ["stats.txt"], ["bcftools"])
+    if not begin(step):
+        return
+    vcf = step.input(_prefix(args, lake, sample, "call") + "calls.vcf.gz", "calls.vcf.gz")
+    step.run(["bcftools", "stats", str(vcf)], stdout=step.out("stats.txt"))
+    names = {"number of records:": "records", "number of SNPs:": "snvs", "number of indels:": "indels",
+             "number of multiallelic sites:": "multiallelic_sites"}
+    qc: dict[str, float] = {}
+    for line in step.out("stats.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if fields[0] == "SN" and fields[2] in names:
+            qc[names[fields[2]]] = float(fields[3])
+        elif fields[0] == "TSTV":
+            qc["ts_tv"] = float(fields[4])
+    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["bcftools", k, v] for k, v in qc.items()],
+                    "bcftools.tsv")
+    step.finish(**qc)
+    step.cleanup()
+
+
+COMMANDS = {
+    "bwa-index": (lambda p: (p.add_argument("--reference", required=True),
+                             p.add_argument("--force", default="false")), bwa_index),
+    "bwa-mem": (lambda p: sample_step_args(p, reads=True, reference=True), bwa_mem),
+    "markdup": (lambda p: sample_step_args(p), markdup),
+    "call": (lambda p: sample_step_args(p, reference=True), call),
+    "stats": (lambda p: sample_step_args(p), stats),
+}
+
+if __name__ == "__main__":
+    sys.exit(main_of(COMMANDS))

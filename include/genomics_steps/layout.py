@@ -1,0 +1,58 @@
+"""Where everything lives in the lake. The steps (in jobs) and the DAGs' planning (in Airflow) both use this
+module, so "is this sample done?" is answered from the same paths the steps write.
+
+    <lake>/raw/<project>/<sample>_R1.fastq.gz, _R2          reads (default input location)
+    <lake>/references/<reference>/                            genome.fa, transcriptome.fa, tx2gene.tsv
+    <lake>/references/<reference>/index/<tool>/               built indexes, metrics.json last
+    <lake>/results/<pipeline>/<version>/project=<project>/sample=<sample>/<step>/
+                                                              a step's outputs, metrics.json written last
+
+A step is complete when its metrics.json exists: it is written after every output, so its presence means
+all of them are there. A sample is complete for a pipeline version when all of its steps are.
+"""
+
+from __future__ import annotations
+
+METRICS = "metrics.json"
+
+
+def raw_prefix(lake: str, project: str) -> str:
+    return f"{lake.rstrip('/')}/raw/{project}/"
+
+
+def reads_uris(input_prefix: str, sample: str) -> tuple[str, str]:
+    base = input_prefix if input_prefix.endswith("/") else input_prefix + "/"
+    return f"{base}{sample}_R1.fastq.gz", f"{base}{sample}_R2.fastq.gz"
+
+
+def reference_prefix(lake: str, reference: str) -> str:
+    return f"{lake.rstrip('/')}/references/{reference}/"
+
+
+def index_prefix(lake: str, reference: str, tool: str) -> str:
+    return f"{reference_prefix(lake, reference)}index/{tool}/"
+
+
+def results_prefix(lake: str, pipeline: str, version: str, project: str) -> str:
+    return f"{lake.rstrip('/')}/results/{pipeline}/{version}/project={project}/"
+
+
+def step_prefix(lake: str, pipeline: str, version: str, project: str, sample: str, step: str) -> str:
+    return f"{results_prefix(lake, pipeline, version, project)}sample={sample}/{step}/"
+
+
+def completed_samples(listing: list[str], steps: list[str]) -> set[str]:
+    """Samples with every step complete, from one listing of ``results_prefix`` (paths relative to it)."""
+    done: dict[str, set[str]] = {}
+    for path in listing:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0].startswith("sample=") and parts[2] == METRICS:
+            done.setdefault(parts[0][len("sample="):], set()).add(parts[1])
+    return {sample for sample, finished in done.items() if finished >= set(steps)}
+
+
+def samples_with_reads(listing: list[str]) -> set[str]:
+    """Samples with both read files, from one listing of an input prefix (paths relative to it)."""
+    r1 = {p[: -len("_R1.fastq.gz")] for p in listing if p.endswith("_R1.fastq.gz") and "/" not in p}
+    r2 = {p[: -len("_R2.fastq.gz")] for p in listing if p.endswith("_R2.fastq.gz") and "/" not in p}
+    return r1 & r2

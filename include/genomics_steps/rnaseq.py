@@ -1,0 +1,123 @@
+"""RNA-seq steps (image docker/rnaseq: fastp, salmon).
+
+    python -m genomics_steps.rnaseq salmon-index --reference R [--force true]
+    python -m genomics_steps.rnaseq fastp --pipeline-version V [--input-prefix URI] [--force true]
+    python -m genomics_steps.rnaseq salmon-quant --pipeline-version V --reference R [--force true]
+
+Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+
+from genomics_steps import layout
+from genomics_steps.step import Step, begin, main_of, sample_step_args, threads, truthy
+from genomics_steps.runtime import current_sample
+
+PIPELINE = "rnaseq"
+STEPS = ["fastp", "salmon_quant"]  # a sample is done when both are complete
+
+
+def _env() -> tuple[str, str]:
+    return os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
+
+
+def salmon_index(args) -> None:
+    lake, _ = _env()
+    step = Step("salmon_index", output_prefix=layout.index_prefix(lake, args.reference, "salmon"),
+                outputs=["index.tar.gz"], tools=["salmon"], force=truthy(args.force))
+    if not begin(step):
+        return
+    fasta = step.input(layout.reference_prefix(lake, args.reference) + "transcriptome.fa")
+    index = step.work / "index"
+    step.run(["salmon", "index", "-t", str(fasta), "-i", str(index), "-k", "25", "-p", str(threads())])
+    with tarfile.open(step.out("index.tar.gz"), "w:gz") as tar:
+        tar.add(index, arcname="index")
+    step.finish(kmer=25)
+    step.cleanup()
+
+
+def fastp(args) -> None:
+    lake, project = _env()
+    sample = current_sample()
+    outputs = ["trimmed_R1.fastq.gz", "trimmed_R2.fastq.gz", "fastp.json", "fastp.html"]
+    step = Step("fastp", output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample,
+                                                           "fastp"),
+                outputs=outputs, tools=["fastp"], force=truthy(args.force), sample=sample,
+                pipeline_version=args.pipeline_version)
+    if not begin(step):
+        return
+    r1_uri, r2_uri = layout.reads_uris(args.input_prefix or layout.raw_prefix(lake, project), sample)
+    r1, r2 = step.input(r1_uri), step.input(r2_uri)
+    step.run(["fastp", "-i", str(r1), "-I", str(r2), "-o", str(step.out("trimmed_R1.fastq.gz")),
+              "-O", str(step.out("trimmed_R2.fastq.gz")), "-j", str(step.out("fastp.json")),
+              "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
+    report = json.loads(step.out("fastp.json").read_text())
+    before, after = report["summary"]["before_filtering"], report["summary"]["after_filtering"]
+    qc = {
+        "reads_before": before["total_reads"],
+        "reads_after": after["total_reads"],
+        "q30_rate": after["q30_rate"],
+        "gc_content": after["gc_content"],
+        "duplication_rate": report.get("duplication", {}).get("rate", 0.0),
+        "adapter_trimmed_reads": report.get("adapter_cutting", {}).get("adapter_trimmed_reads", 0),
+    }
+    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["fastp", k, v] for k, v in qc.items()],
+                    "fastp.tsv")
+    step.finish(**qc)
+    step.cleanup()
+
+
+def salmon_quant(args) -> None:
+    lake, project = _env()
+    sample = current_sample()
+    outputs = ["quant.sf", "meta_info.json", "lib_format_counts.json"]
+    step = Step("salmon_quant",
+                output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample,
+                                                 "salmon_quant"),
+                outputs=outputs, tools=["salmon"], force=truthy(args.force), sample=sample,
+                pipeline_version=args.pipeline_version)
+    if not begin(step):
+        return
+    trimmed = layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample, "fastp")
+    r1, r2 = step.input(trimmed + "trimmed_R1.fastq.gz"), step.input(trimmed + "trimmed_R2.fastq.gz")
+    with tarfile.open(step.input(layout.index_prefix(lake, args.reference, "salmon") + "index.tar.gz")) as tar:
+        # the "data" filter refuses absolute paths and links out of the tree (Python >= 3.11.4)
+        tar.extractall(step.work, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    tx2gene_path = step.input(layout.reference_prefix(lake, args.reference) + "tx2gene.tsv")
+    quant = step.work / "quant"
+    step.run(["salmon", "quant", "-i", str(step.work / "index"), "-l", "A", "-1", str(r1), "-2", str(r2),
+              "-p", str(threads()), "--validateMappings", "-o", str(quant)])
+    (quant / "quant.sf").replace(step.out("quant.sf"))
+    (quant / "aux_info" / "meta_info.json").replace(step.out("meta_info.json"))
+    (quant / "lib_format_counts.json").replace(step.out("lib_format_counts.json"))
+
+    tx2gene = dict(line.split("\t")[:2] for line in tx2gene_path.read_text().splitlines() if line)
+    rows = []
+    for line in step.out("quant.sf").read_text().splitlines()[1:]:
+        name, length, effective, tpm, reads = line.split("\t")
+        rows.append([name, tx2gene.get(name, name), length, effective, tpm, reads])
+    step.stage_rows("transcript_quant", ["transcript_id", "gene_id", "length", "effective_length", "tpm",
+                                         "num_reads"], rows, "salmon.tsv")
+    meta = json.loads(step.out("meta_info.json").read_text())
+    qc = {"num_processed": meta["num_processed"], "num_mapped": meta["num_mapped"],
+          "percent_mapped": meta["percent_mapped"]}
+    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["salmon", k, v] for k, v in qc.items()],
+                    "salmon.tsv")
+    step.finish(**qc, library_type=meta.get("library_types"))
+    step.cleanup()
+
+
+COMMANDS = {
+    "salmon-index": (lambda p: (p.add_argument("--reference", required=True),
+                                p.add_argument("--force", default="false")), salmon_index),
+    "fastp": (lambda p: sample_step_args(p, reads=True), fastp),
+    "salmon-quant": (lambda p: sample_step_args(p, reference=True), salmon_quant),
+}
+
+if __name__ == "__main__":
+    sys.exit(main_of(COMMANDS))

@@ -1,0 +1,236 @@
+"""What every step does around its tool: stage inputs in, run the tool, upload outputs, write metrics, and skip
+work that is already done.
+
+A step command builds a ``Step`` with the URIs of its outputs, returns early when ``complete()`` (unless
+forced), stages inputs with ``input()``, runs its tools with ``run()`` / ``pipe()`` (argv lists, never a
+shell), stages rows for publishing with ``stage_rows()``, and ends with ``finish()``: outputs are uploaded
+first and ``metrics.json`` last, so its presence means the step is complete.
+
+A tool that fails ends the job with the tool's exit code, and the tool's own last lines of stderr are the last
+lines of the job log, where the Airflow task's failure message quotes them from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from genomics_steps.runtime import download, exists_uri, staging_uri, upload, write_uri
+from genomics_steps.layout import METRICS
+
+ERROR_TAIL_LINES = 25
+
+# How each tool tells its version: argv, and a pattern whose first group is the version.
+_VERSIONS: dict[str, tuple[list[str], str]] = {
+    "fastp": (["fastp", "--version"], r"fastp (\S+)"),
+    "salmon": (["salmon", "--version"], r"salmon (\S+)"),
+    "bwa": (["bwa"], r"Version: (\S+)"),
+    "samtools": (["samtools", "--version"], r"samtools (\S+)"),
+    "bcftools": (["bcftools", "--version"], r"bcftools (\S+)"),
+    "tabix": (["tabix", "--version"], r"tabix \(htslib\) (\S+)"),
+}
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def tool_version(tool: str) -> str:
+    argv, pattern = _VERSIONS[tool]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=30)
+    except FileNotFoundError:
+        raise StepFailed(f"{tool} is not installed (it comes from the Debian package lists in docker/)", 127)
+    match = re.search(pattern, out.stdout + out.stderr)
+    return match.group(1) if match else "unknown"
+
+
+def threads() -> int:
+    """Threads for a tool: the vCPUs the job asked for (the operator passes them as GENOMICS_VCPUS)."""
+    try:
+        return max(1, int(float(os.environ.get("GENOMICS_VCPUS", "1"))))
+    except ValueError:
+        return 1
+
+
+def truthy(value: str) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+class Step:
+    """One step of one sample (or of one reference, with ``sample=None``)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        output_prefix: str,
+        outputs: list[str],
+        tools: list[str],
+        force: bool = False,
+        sample: str | None = None,
+        pipeline_version: str | None = None,
+    ):
+        self.name = name
+        self.prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
+        self.outputs = list(outputs)
+        self.tools = list(tools)
+        self.force = force
+        self.sample = sample
+        self.pipeline_version = pipeline_version
+        self.staged: list[str] = []
+        self.metrics: dict[str, Any] = {}
+        self.started = time.time()
+        self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("TMPDIR")))
+        self.out_dir = self.work / "out"
+        self.out_dir.mkdir()
+        self.versions = {tool: tool_version(tool) for tool in self.tools}
+
+    def uri(self, output: str) -> str:
+        return self.prefix + output
+
+    def complete(self) -> bool:
+        """True when metrics.json and every output exist: a few HEAD requests inside the job."""
+        return exists_uri(self.uri(METRICS)) and all(exists_uri(self.uri(o)) for o in self.outputs)
+
+    def input(self, uri: str, name: str | None = None) -> Path:
+        path = download(uri, self.work / "in" / (name or uri.rstrip("/").rsplit("/", 1)[-1]))
+        print(f"staged {uri} -> {path} ({path.stat().st_size} bytes)", flush=True)
+        return path
+
+    def out(self, output: str) -> Path:
+        if output not in self.outputs:
+            raise ValueError(f"{output!r} is not a declared output of step {self.name}")
+        return self.out_dir / output
+
+    # --- tools ---------------------------------------------------------------------------------
+    def run(self, argv: list[str], *, stdout: Path | None = None, cwd: Path | None = None) -> None:
+        self.pipe([argv], stdout=stdout, cwd=cwd)
+
+    def pipe(self, commands: list[list[str]], *, stdout: Path | None = None, cwd: Path | None = None) -> None:
+        """Run ``a | b | c`` as processes joined by pipes (no shell). Each tool's stderr goes to the job log;
+        if any fails, StepFailed carries its exit code and the last lines it wrote."""
+        logs = [self.work / f"{i}-{Path(argv[0]).name}.stderr" for i, argv in enumerate(commands)]
+        procs: list[subprocess.Popen] = []
+        out_fh = open(stdout, "wb") if stdout else None
+        try:
+            for i, argv in enumerate(commands):
+                print("+ " + " ".join(argv), flush=True)
+                last = i == len(commands) - 1
+                procs.append(subprocess.Popen(
+                    argv,
+                    stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
+                    stdout=(out_fh or subprocess.DEVNULL) if last else subprocess.PIPE,
+                    stderr=open(logs[i], "wb"),
+                    cwd=cwd or self.work,
+                ))
+                if len(procs) > 1:
+                    procs[-2].stdout.close()  # the reader owns the pipe now: a dying reader stops the writer
+            codes = [p.wait() for p in procs]
+        finally:
+            if out_fh:
+                out_fh.close()
+        for argv, log, code in zip(commands, logs, codes):
+            text = log.read_text(errors="replace")
+            if text:
+                sys.stderr.write(text if text.endswith("\n") else text + "\n")
+            if code != 0:
+                tail = "\n".join(text.strip().splitlines()[-ERROR_TAIL_LINES:])
+                raise StepFailed(f"{Path(argv[0]).name} exited with code {code}:\n{tail}",
+                                 code if 0 < code < 256 else 1)
+        sys.stderr.flush()
+
+    # --- results -----------------------------------------------------------------------------------
+    def stage_rows(self, dataset: str, header: list[str], rows: list[list[Any]], file: str) -> None:
+        """Stage rows of a published dataset for this sample (scope: the pipeline version)."""
+        if self.sample is None or self.pipeline_version is None:
+            raise ValueError("only a sample's step stages rows")
+        lines = ["\t".join(header)] + ["\t".join("" if v is None else str(v) for v in row) for row in rows]
+        uri = staging_uri(dataset, self.pipeline_version) + f"sample_id={self.sample}/{file}"
+        write_uri(uri, ("\n".join(lines) + "\n").encode())
+        self.staged.append(uri)
+
+    def finish(self, **metrics: Any) -> dict[str, Any]:
+        for output in self.outputs:
+            path = self.out_dir / output
+            if not path.is_file():
+                raise StepFailed(f"step {self.name} did not produce its output {output}")
+            upload(path, self.uri(output))
+        usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        document = {
+            "step": self.name,
+            "sample": self.sample,
+            "pipeline": os.environ.get("GENOMICS_PIPELINE"),
+            "pipeline_version": self.pipeline_version,
+            "project": os.environ.get("GENOMICS_PROJECT"),
+            "job_id": os.environ.get("AWS_BATCH_JOB_ID"),
+            "attempt": os.environ.get("AWS_BATCH_JOB_ATTEMPT"),
+            "image": os.environ.get("GENOMICS_IMAGE", "host (local backend)"),
+            "tools": self.versions,
+            "threads": threads(),
+            "runtime_seconds": round(time.time() - self.started, 3),
+            "peak_memory_mib": round(max(usage_children, usage_self) / 1024, 1),  # ru_maxrss is KiB on Linux
+            "outputs": [self.uri(o) for o in self.outputs],
+            "staged": self.staged,
+            "metrics": metrics,
+        }
+        write_uri(self.uri(METRICS), json.dumps(document, indent=2).encode())  # last: marks the step complete
+        print(json.dumps(document), flush=True)
+        return document
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def sample_step_args(parser: argparse.ArgumentParser, *, reads: bool = False, reference: bool = False) -> None:
+    parser.add_argument("--pipeline-version", required=True)
+    parser.add_argument("--force", default="false", help="true: redo the step even if its outputs exist")
+    if reads:
+        parser.add_argument("--input-prefix", default="", help="URI prefix of <sample>_R1/_R2.fastq.gz; "
+                                                               "default the lake's raw/<project>/")
+    if reference:
+        parser.add_argument("--reference", required=True)
+
+
+def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], Step | None]]],
+            argv: list[str] | None = None) -> int:
+    """Run one subcommand; a StepFailed becomes the job's exit code with the tool's error as the last log lines."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _) in commands.items():
+        add_args(sub.add_parser(name))
+    args = parser.parse_args(argv)
+    print(f"step {args.command}: job {os.environ.get('AWS_BATCH_JOB_ID')} attempt "
+          f"{os.environ.get('AWS_BATCH_JOB_ATTEMPT')}", flush=True)
+    try:
+        commands[args.command][1](args)
+    except StepFailed as exc:
+        print(f"step {args.command} failed: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except FileNotFoundError as exc:  # a missing input: say which, without a traceback
+        print(f"step {args.command} failed: {exc}", file=sys.stderr, flush=True)
+        return 66  # EX_NOINPUT
+    return 0
+
+
+def begin(step: Step) -> bool:
+    """True if the step has work to do; prints why not otherwise."""
+    if not step.force and step.complete():
+        print(f"step {step.name}: all outputs exist under {step.prefix}; nothing to do (force to redo)", flush=True)
+        step.cleanup()
+        return False
+    return True

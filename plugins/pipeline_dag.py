@@ -1,0 +1,86 @@
+"""The parts rnaseq and germline share: planning tasks, the index gate, and the publish tasks.
+
+Call these inside a ``@dag`` function. Nothing here touches the network at parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import task
+
+from operators.batch_job import BatchJobOperator
+from operators.publish import PublishTableOperator
+from pipeline_plan import PipelineSpec
+
+
+def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, Any]:
+    """Add ``plan`` (checks the run config, lists what is done; fails before any submission), ``units`` (the
+    fan-out units as a return value, which a mapped task group needs) and ``index_missing`` (skips the
+    ``index`` job when the reference's index exists). Returns (plan output, units output)."""
+
+    @task(multiple_outputs=True)
+    def plan(params=None) -> dict:
+        from pipeline_plan import plan_for_airflow
+
+        return plan_for_airflow(spec, params)
+
+    @task
+    def units(planned: dict) -> list[list[str]]:
+        return planned["units"]
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def index_missing(index_needed: bool) -> bool:
+        return index_needed
+
+    planned = plan()
+    index_missing(planned["index_needed"]) >> index
+    return planned, units(planned)
+
+
+def publish(pipeline: str, planned: Any, tables: list[str]) -> list[PublishTableOperator]:
+    """One publish task per table, for every sample of the run (done before or now); job_runs for the
+    samples that ran. They run when no upstream failed, so a run with nothing to do still publishes."""
+    return [
+        PublishTableOperator(
+            task_id=f"publish_{table}",
+            table=table,
+            project="{{ params.project }}",
+            pipeline=pipeline,
+            pipeline_version="{{ params.pipeline_version }}",
+            units=planned["todo"] if table == "job_runs" else planned["samples"],
+            skip_if_no_units=table == "job_runs",
+            trigger_rule="none_failed",
+        )
+        for table in tables
+    ]
+
+
+def sample_step(pipeline: str, step: str, subcommand: list[str], unit: Any, **kwargs: Any) -> BatchJobOperator:
+    """A per-sample step of ``pipeline`` in its job image: one job (a one-sample unit) or one array job."""
+    return BatchJobOperator(
+        task_id=step,
+        step=step,
+        project="{{ params.project }}",
+        pipeline=pipeline,
+        job_definition=f"genomics-{pipeline}",
+        samples=unit,
+        command=["python3", "-m", f"genomics_steps.{pipeline}", *subcommand,
+                 "--pipeline-version", "{{ params.pipeline_version }}", "--force", "{{ params.force }}"],
+        rerun_succeeded="{{ params.force }}",
+        timeout_seconds=kwargs.pop("timeout_seconds", 3600),
+        **kwargs,
+    )
+
+
+def index_step(pipeline: str, step: str, subcommand: str, **kwargs: Any) -> BatchJobOperator:
+    return BatchJobOperator(
+        task_id=step,
+        step=step,
+        project="{{ params.project }}",
+        pipeline=pipeline,
+        job_definition=f"genomics-{pipeline}",
+        command=["python3", "-m", f"genomics_steps.{pipeline}", subcommand, "--reference", "{{ params.reference }}"],
+        timeout_seconds=3600,
+        **kwargs,
+    )

@@ -1,0 +1,192 @@
+"""Planning a pipeline run: check the run config, resolve the samples, decide what is already done, and split
+the rest into fan-out units. Everything here happens in the DAG's first task, before any job is submitted.
+
+- Samples: a list, or ``"all approved"`` (the sample registry's approved samples of the project).
+- Inputs and reference: one listing of the input prefix finds every sample's reads; one listing of the
+  reference prefix finds its files and built index. A missing file refuses the run, naming what is missing.
+- Done: one listing of ``results/<pipeline>/<version>/project=<p>/`` (paginated: 1,000 keys a call on S3)
+  finds the samples whose every step wrote its metrics.json. They are not submitted again unless ``force``.
+  One listing, not one existence check per file: 1,536 samples x 10 files is ~16 S3 calls.
+- Units: ``mapped`` gives one unit per sample (one Batch job, one trigger, one mapped task instance each);
+  ``array`` gives units of up to ARRAY_CHUNK samples (one array job per step and unit). ``auto`` maps up to
+  AUTO_MAPPED_MAX samples, so large runs stay far below max_map_length and the triggerer's capacity.
+
+The DAGs expand a mapped task group over the units: every step of a unit runs as soon as that unit's
+previous step is done.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from genomics_steps import layout
+
+from operators.batch_job import SAMPLE_ID
+
+ALL_APPROVED = "all approved"
+FAN_OUT_MODES = ("auto", "mapped", "array")
+AUTO_MAPPED_MAX = 100
+ARRAY_CHUNK = 500
+MAX_SAMPLES = 10_000
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+INPUT_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)*/$")
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    steps: list[str]  # a sample is done when every one of these steps is complete
+    reference_files: list[str]  # files the reference must have (in references/<name>/)
+    index_tool: str  # the index built once per reference (references/<name>/index/<tool>/)
+
+
+class RunConfigError(ValueError):
+    """The run config cannot run; the message lists every problem found."""
+
+
+def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
+    """The Params both pipeline DAGs take; the trigger form validates them against these schemas."""
+    from airflow.sdk import Param
+
+    label = LABEL.pattern
+    return {
+        "project": Param("demo", type="string", pattern=label, title="Project",
+                         description="Project the samples belong to (tags, lake paths, table partitions)."),
+        "samples": Param(
+            default_samples,
+            title="Samples",
+            description=f'A list of sample ids, or "{ALL_APPROVED}" for every approved sample of the project '
+                        "in the sample registry.",
+            anyOf=[
+                {"type": "array", "items": {"type": "string", "pattern": SAMPLE_ID.pattern}, "minItems": 1,
+                 "maxItems": MAX_SAMPLES, "uniqueItems": True},
+                {"type": "string", "enum": [ALL_APPROVED]},
+            ],
+        ),
+        "reference": Param("synthetic-v1", type="string", pattern=label, title="Reference",
+                           description="Reference bundle in the lake: references/<reference>/."),
+        "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version",
+                                  description="Outputs are keyed by it: a rerun with the same version skips "
+                                              "samples whose outputs exist."),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Run every sample again even if its outputs exist."),
+        "fan_out": Param("auto", type="string", enum=list(FAN_OUT_MODES), title="Fan-out",
+                         description=f"mapped: one Batch job per sample; array: Batch array jobs of up to "
+                                     f"{ARRAY_CHUNK} samples; auto: mapped up to {AUTO_MAPPED_MAX} samples."),
+        "input_uri": Param("", type="string", pattern=r"^$|" + INPUT_URI.pattern, title="Reads location",
+                           description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
+                                       "raw/<project>/."),
+    }
+
+
+def plan_run(
+    spec: PipelineSpec,
+    params: dict[str, Any],
+    *,
+    lake_root: str,
+    backend: str,
+    list_files: Callable[[str], list[str]],
+    approved_samples: Callable[[str], list[str]],
+    max_map_length: int,
+) -> dict[str, Any]:
+    """Check ``params`` and plan the run, or raise RunConfigError listing every problem."""
+    problems: list[str] = []
+    project, reference, version = params.get("project"), params.get("reference"), params.get("pipeline_version")
+    for name, value in (("project", project), ("reference", reference), ("pipeline_version", version)):
+        if not (isinstance(value, str) and LABEL.match(value)):
+            problems.append(f"{name} {value!r} must match {LABEL.pattern}")
+    fan_out = params.get("fan_out", "auto")
+    if fan_out not in FAN_OUT_MODES:
+        problems.append(f"fan_out {fan_out!r} must be one of {FAN_OUT_MODES}")
+    force = params.get("force", False)
+    if not isinstance(force, bool):
+        problems.append(f"force must be true or false, got {force!r}")
+    input_uri = params.get("input_uri") or ""
+    if input_uri and not (isinstance(input_uri, str) and INPUT_URI.match(input_uri)):
+        problems.append(f"input_uri {input_uri!r} must be an s3:// or file:// prefix ending in '/' "
+                        "(letters, digits, _ . = + - in path parts)")
+    elif input_uri.startswith("file://") and backend == "aws":
+        problems.append(f"input_uri {input_uri!r} is a local path; Batch jobs on AWS read s3:// URIs")
+    if problems:  # nothing below can be trusted
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+
+    samples = params.get("samples")
+    if samples == ALL_APPROVED:
+        samples = approved_samples(project)
+        if not samples:
+            problems.append(f"the sample registry has no approved samples in project {project!r}")
+    if not isinstance(samples, list) or not samples:
+        problems.append(f'samples must be a non-empty list of sample ids or "{ALL_APPROVED}", got {samples!r}')
+        samples = []
+    bad = [s for s in samples if not (isinstance(s, str) and SAMPLE_ID.match(s))]
+    if bad:
+        problems.append(f"invalid sample id(s) {bad[:5]!r}: each must match {SAMPLE_ID.pattern}")
+    if len(set(map(str, samples))) != len(samples):
+        problems.append("samples contains duplicates")
+    if len(samples) > MAX_SAMPLES:
+        problems.append(f"a run takes at most {MAX_SAMPLES} samples, got {len(samples)}")
+    if problems:
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+
+    reference_prefix = layout.reference_prefix(lake_root, reference)
+    reference_listing = set(list_files(reference_prefix))
+    missing_ref = [f for f in spec.reference_files if f not in reference_listing]
+    if missing_ref:
+        problems.append(f"reference {reference!r} lacks {missing_ref} under {reference_prefix}")
+    input_prefix = input_uri or layout.raw_prefix(lake_root, project)
+    with_reads = layout.samples_with_reads(list_files(input_prefix))
+    no_reads = [s for s in samples if s not in with_reads]
+    if no_reads:
+        problems.append(f"{len(no_reads)} sample(s) have no <sample>_R1.fastq.gz + _R2.fastq.gz under "
+                        f"{input_prefix}: {no_reads[:10]}{' ...' if len(no_reads) > 10 else ''}")
+    if problems:
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+
+    done = set() if force else layout.completed_samples(
+        list_files(layout.results_prefix(lake_root, spec.name, version, project)), spec.steps)
+    todo = [s for s in samples if s not in done]
+    mode = fan_out if fan_out != "auto" else ("mapped" if len(todo) <= AUTO_MAPPED_MAX else "array")
+    if mode == "mapped":
+        if len(todo) > max_map_length:
+            raise RunConfigError(f"run config refused:\n - fan_out mapped would create {len(todo)} task instances "
+                                 f"per step, over max_map_length {max_map_length}: use fan_out array or auto")
+        units = [[s] for s in todo]
+    else:
+        units = [todo[i : i + ARRAY_CHUNK] for i in range(0, len(todo), ARRAY_CHUNK)]
+    index_files = f"index/{spec.index_tool}/{layout.METRICS}"
+    return {
+        "project": project,
+        "samples": list(samples),
+        "todo": todo,
+        "done": sorted(set(samples) & done),
+        "units": units,
+        "fan_out": mode,
+        "input_prefix": input_prefix,
+        "index_needed": index_files not in reference_listing,
+    }
+
+
+def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """plan_run with the deployment's settings, lake, sample registry and max_map_length (in a task)."""
+    from airflow.configuration import conf
+
+    from hooks import backend, lake
+    from platform_settings import PlatformSettings
+
+    settings = PlatformSettings.resolve()
+    plan = plan_run(
+        spec,
+        dict(params),
+        lake_root=settings.lake_root,
+        backend=settings.backend,
+        list_files=lambda prefix: lake.list_files(settings, prefix),
+        approved_samples=lambda project: backend.sample_registry(settings).approved(project),
+        max_map_length=conf.getint("core", "max_map_length", fallback=1024),
+    )
+    print(f"{spec.name}: {len(plan['samples'])} sample(s); {len(plan['done'])} already done for version "
+          f"{params['pipeline_version']}{' (force: running all)' if params.get('force') else ''}; "
+          f"{len(plan['todo'])} to run as {len(plan['units'])} {plan['fan_out']} unit(s); "
+          f"{spec.index_tool} index {'to build' if plan['index_needed'] else 'present'}")
+    return plan
