@@ -1,8 +1,9 @@
-"""The README's main command: run batch_events_demo end to end on the local backend and show what it made.
+"""The README's main command: run the rnaseq and germline DAGs end to end on the local backend, on tiny
+synthetic data made here, then check the science and show the published tables queried by name.
 
-Run through ./dev demo (which installs everything and prepares Airflow first). It ends by querying the
-published tables by name on the local engine, as ./dev sql does. Extra arguments are passed on as
-run config, for example: ./dev demo --samples S1 S2 S3 --reads 5000
+Run through ./dev demo (which installs the Python dependencies and the job images' tools, and prepares
+Airflow first). Run it again and every sample is already done for the pipeline version: nothing is
+submitted, the tables are published again. ./dev demo events runs batch_events_demo instead.
 """
 
 from __future__ import annotations
@@ -15,66 +16,110 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RNA_SAMPLES = ["RNA1", "RNA2", "RNA3"]
+DNA_SAMPLES = ["DNA1", "DNA2", "DNA3"]
+MIN_SPEARMAN, MIN_RECALL = 0.9, 0.9
+
+
+def run_dag(dag_id: str, conf: dict) -> bool:
+    print(f"==> airflow dags test {dag_id} --conf '{json.dumps(conf)}'", flush=True)
+    proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, "--conf",
+                           json.dumps(conf)], capture_output=True, text=True)
+    log_path = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")) / f"demo-{dag_id}.log"
+    log_path.write_text(proc.stdout + proc.stderr)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if f"{dag_id}: " in line and "sample(s)" in line:  # the plan task's summary
+            print("    plan: " + line[line.index(f"{dag_id}: "):])
+    state = _last_run_state(dag_id)
+    if proc.returncode != 0 or state != "success":
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        print(f"the {dag_id} run ended {state}; full output in {log_path}")
+        return False
+    print(f"    run succeeded (Airflow's output: {log_path})")
+    return True
+
+
+def science(engine, lake: str, project: str) -> list[tuple[str, str, float, bool]]:
+    """Each sample's check against the truth, from the published tables: (sample, check, value, passed)."""
+    from genomics_steps.synthetic import quantification_spearman, snv_recall
+
+    out = []
+    # no user value goes into SQL text: rows are filtered by project here
+    _, rows = engine.fetch("SELECT project, sample_id, transcript_id, tpm FROM transcript_quant")
+    for sample in RNA_SAMPLES:
+        estimated = {t: tpm for p, s, t, tpm in rows if (p, s) == (project, sample)}
+        rho = quantification_spearman(lake, project, sample, estimated)
+        out.append((sample, "salmon TPM vs true abundance, Spearman", rho, rho >= MIN_SPEARMAN))
+    _, rows = engine.fetch("SELECT project, sample_id, chrom, pos, ref, alt FROM variant_calls")
+    for sample in DNA_SAMPLES:
+        called = {(c, int(pos), r, a) for p, s, c, pos, r, a in rows if (p, s) == (project, sample)}
+        recall = snv_recall(lake, project, sample, called)
+        out.append((sample, "planted SNVs called, recall", recall, recall >= MIN_RECALL))
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", nargs="+", default=["S001", "S002", "S003", "S004", "S005", "S006"])
-    parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("what", nargs="?", default="pipelines", choices=["pipelines", "events"])
     parser.add_argument("--project", default="demo")
+    parser.add_argument("--pipeline-version", default="1.0")
     args = parser.parse_args()
-    conf = {"samples": args.samples, "reads": args.reads, "project": args.project}
     os.environ.setdefault("GENOMICS_BACKEND", "local")
-    print(f"==> airflow dags test batch_events_demo (backend: {os.environ['GENOMICS_BACKEND']}, conf {json.dumps(conf)})")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "batch_events_demo", "--conf", json.dumps(conf)],
-        capture_output=True, text=True,
-    )
-    log_path = ROOT / ".airflow" / "demo-run.log"
-    log_path.write_text(proc.stdout + proc.stderr)
-    state = _last_run_state()
-    if proc.returncode != 0 or state != "success":
-        print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
-        print(f"the DAG run ended {state}; full output in {log_path}")
-        return 1
-    print(f"==> DAG run succeeded (full Airflow output in {log_path})")
+    if args.what == "events":
+        return 0 if run_dag("batch_events_demo", {"project": args.project}) else 1
 
-    from local_batch.control_plane import ControlPlane
+    from genomics_steps import synthetic
+    from hooks import backend
     from platform_settings import PlatformSettings
 
     settings = PlatformSettings.resolve(use_airflow_variable=False)
-    lake = Path(settings.local_home) / "lake" / "read_stats" / f"project={args.project}"
-    print(f"==> read statistics in the lake ({lake})")
-    print(f"  {'sample':<10} {'reads':>6} {'mean length':>12} {'GC':>6}")
-    for sample in args.samples:
-        stats = json.loads((lake / f"sample={sample}" / "stats.json").read_text())
-        print(f"  {sample:<10} {stats['reads']:>6} {stats['mean_length']:>12.1f} {stats['gc_fraction']:>6.3f}")
-    counts = ControlPlane(settings.local_home).counts()
-    print(f"==> local Batch control plane, jobs by state (all runs so far): {counts}")
+    lake = settings.lake_root
+    print(f"==> synthetic data (reference, reads, truth) in {lake}")
+    synthetic.write_reference(lake, "synthetic-v1")
+    for kind, samples in (("rnaseq", RNA_SAMPLES), ("germline", DNA_SAMPLES)):
+        for sample in samples:
+            synthetic.write_sample(lake, args.project, "synthetic-v1", sample, kind)
+    base = {"project": args.project, "reference": "synthetic-v1", "pipeline_version": args.pipeline_version}
+    if not run_dag("rnaseq", {**base, "samples": RNA_SAMPLES}):
+        return 1
+    if not run_dag("germline", {**base, "samples": DNA_SAMPLES}):
+        return 1
+
+    engine = backend.query_engine(settings)
+    print("==> science: the published results against the synthetic truth")
+    checks = science(engine, lake, args.project)
+    for sample, check, value, passed in checks:
+        print(f"    {sample:<6} {check:<42} {value:.3f}  {'ok' if passed else 'BELOW THRESHOLD'}")
 
     from sql import show
 
     for title, query in PUBLISHED_QUERIES:
         print(f"==> {title}\n    ./dev sql \"{query}\"")
         show(query)
-    return 0
+    return 0 if all(c[3] for c in checks) else 1
 
 
 # What the README shows: the published tables, queried by name with the same SQL Athena would run.
 PUBLISHED_QUERIES = [
-    ("published QC metrics (table genomics.qc_metrics, Snappy Parquet)",
-     "SELECT sample_id, metric, value, pipeline_version FROM qc_metrics WHERE metric = 'gc_fraction' "
-     "ORDER BY sample_id"),
-    ("compute per sample (table genomics.job_runs)",
-     "SELECT sample_id, count(*) AS jobs, sum(attempts) AS attempts, round(sum(vcpu_hours) * 3600, 1) AS "
-     "vcpu_seconds FROM job_runs GROUP BY sample_id ORDER BY sample_id"),
+    ("gene abundance (table genomics.gene_quant)",
+     "SELECT sample_id, gene_id, round(tpm, 1) AS tpm, round(num_reads) AS reads FROM gene_quant "
+     "WHERE gene_id IN ('GENE001', 'GENE004') ORDER BY gene_id, sample_id"),
+    ("variants (table genomics.variant_calls)",
+     "SELECT sample_id, count(*) AS variants, sum(CASE WHEN genotype = '1/1' THEN 1 ELSE 0 END) AS hom_alt, "
+     "round(avg(depth), 1) AS mean_depth FROM variant_calls GROUP BY sample_id ORDER BY sample_id"),
+    ("QC across both pipelines (table genomics.qc_metrics)",
+     "SELECT pipeline, tool, metric, round(avg(value), 4) AS mean FROM qc_metrics WHERE metric IN "
+     "('q30_rate', 'percent_mapped', 'mapped_rate', 'duplicate_rate', 'ts_tv') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+    ("compute per step (table genomics.job_runs)",
+     "SELECT pipeline, step, count(*) AS jobs, round(sum(vcpu_hours) * 3600, 1) AS vcpu_seconds FROM job_runs "
+     "GROUP BY 1, 2 ORDER BY 1, 2"),
 ]
 
 
-def _last_run_state() -> str | None:
-    """State of the newest batch_events_demo run, from Airflow itself (`dags test` may exit 0 on a failed run)."""
+def _last_run_state(dag_id: str) -> str | None:
+    """State of the newest run, from Airflow itself (`dags test` may exit 0 on a failed run)."""
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "dags", "list-runs", "batch_events_demo", "-o", "json"],
+        [str(Path(sys.executable).parent / "airflow"), "dags", "list-runs", dag_id, "-o", "json"],
         capture_output=True, text=True,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("[")]  # warnings may precede the JSON

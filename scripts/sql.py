@@ -24,7 +24,7 @@ def show(sql: str, limit: int = 50) -> None:
 
 
 def _cell(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ import math
 import random
 import sys
 
-from genomics_steps.runtime import write_uri
+from genomics_steps.runtime import read_uri, write_uri
 
 READ_LENGTH = 100
 FRAGMENT_MEAN, FRAGMENT_SD = 250, 25
@@ -169,6 +169,53 @@ def germline_sample(reference: str, sample: str, depth: int = 30) -> tuple[bytes
     rng.shuffle(pairs)
     r1, r2 = _fastq_pair(sample, pairs)
     return r1, r2, variants
+
+
+# --- science checks: the pipelines' published results against the truth ------------------------------
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):  # ties share their average rank
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    rx, ry = _ranks(xs), _ranks(ys)
+    n = len(rx)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else 0.0
+
+
+def true_tpm(lake: str, project: str, sample: str) -> dict[str, float]:
+    text = read_uri(f"{lake.rstrip('/')}/truth/{project}/{sample}/transcript_tpm.tsv").decode()
+    return {t: float(v) for t, v in (line.split("\t") for line in text.splitlines()[1:])}
+
+
+def true_snvs(lake: str, project: str, sample: str) -> set[tuple[str, int, str, str]]:
+    text = read_uri(f"{lake.rstrip('/')}/truth/{project}/{sample}/variants.tsv").decode()
+    return {(c, int(p), r, a) for c, p, r, a, _gt in (line.split("\t") for line in text.splitlines()[1:])}
+
+
+def quantification_spearman(lake: str, project: str, sample: str, estimated: dict[str, float]) -> float:
+    """Spearman correlation of estimated and true TPM over every transcript (missing estimates count as 0)."""
+    truth = true_tpm(lake, project, sample)
+    names = sorted(truth)
+    return spearman([truth[t] for t in names], [estimated.get(t, 0.0) for t in names])
+
+
+def snv_recall(lake: str, project: str, sample: str, called: set[tuple[str, int, str, str]]) -> float:
+    """Share of the planted SNVs called with the right position and alleles."""
+    truth = true_snvs(lake, project, sample)
+    return len(truth & called) / len(truth)
 
 
 # --- writing --------------------------------------------------------------------------------------
