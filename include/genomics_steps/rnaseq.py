@@ -15,7 +15,7 @@ import sys
 import tarfile
 
 from genomics_steps import layout
-from genomics_steps.step import Step, begin, main_of, sample_step_args, threads, truthy
+from genomics_steps.step import Step, StepFailed, begin, main_of, sample_step_args, threads, truthy
 from genomics_steps.runtime import current_sample
 
 PIPELINE = "rnaseq"
@@ -58,6 +58,8 @@ def fastp(args) -> None:
               "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
     report = json.loads(step.out("fastp.json").read_text())
     before, after = report["summary"]["before_filtering"], report["summary"]["after_filtering"]
+    if not after["total_reads"]:  # fastp accepts empty or unparsable FASTQ and keeps nothing: stop here
+        raise StepFailed(f"fastp kept no reads (it read {before['total_reads']}): are {r1_uri} and {r2_uri} FASTQ?")
     qc = {
         "reads_before": before["total_reads"],
         "reads_after": after["total_reads"],
