@@ -194,8 +194,10 @@ def test_an_array_failure_names_the_sample_and_shows_the_tools_own_error(local):
         op.execute_complete(context, event)
     message = str(err.value)
     assert "1 of 3 samples failed" in message and "S2: FAILED exit code 2" in message
-    log_path = message.split("log: ")[-1].strip()
-    assert "refusing sample S2" in Path(log_path).read_text()
+    failed_line = next(line for line in message.splitlines() if "S2: FAILED" in line)
+    assert "refusing sample S2" in Path(failed_line.split("log: ")[-1].strip()).read_text()
+    tail = message.split("--- last lines of the log of sample S2 ---", 1)[1]
+    assert "error: refusing sample S2 as asked by --fail-sample" in tail, "the tool's own error, quoted"
 
 
 def test_stop_runner_stops_it(local):

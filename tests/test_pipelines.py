@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -399,3 +400,22 @@ def test_bad_run_config_fails_the_plan_and_submits_nothing(local, dagbag):
     assert run.state == "failed"
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
     assert _jobs(local) == 0
+
+
+def test_on_aws_the_end_of_a_failed_jobs_log_comes_from_cloudwatch(aws):
+    import boto3
+
+    from hooks.job_logs import BATCH_LOG_GROUP, log_tail
+
+    logs = boto3.client("logs", region_name=aws.settings.region_name)
+    logs.create_log_group(logGroupName=BATCH_LOG_GROUP)
+    stream = "genomics-rnaseq/default/abc123"
+    logs.create_log_stream(logGroupName=BATCH_LOG_GROUP, logStreamName=stream)
+    now = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    lines = [f"line {i}" for i in range(40)] + ["step fastp failed: fastp exited with code 255:", "ERROR: igzip"]
+    logs.put_log_events(logGroupName=BATCH_LOG_GROUP, logStreamName=stream,
+                        logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(lines)])
+    assert log_tail(aws.settings, stream, lines=3) == ["line 39", "step fastp failed: fastp exited with code 255:",
+                                                       "ERROR: igzip"]
+    assert log_tail(aws.settings, "") == []
+    assert "could not read the log" in log_tail(aws.settings, "no/such/stream")[0]

@@ -53,7 +53,7 @@ def tool_version(tool: str) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=30)
     except FileNotFoundError:
-        raise StepFailed(f"{tool} is not installed (it comes from the Debian package lists in docker/)", 127)
+        raise StepFailed(f"{tool} is not installed (it comes from the Debian package lists in docker/)", 127) from None
     match = re.search(pattern, out.stdout + out.stderr)
     return match.group(1) if match else "unknown"
 
