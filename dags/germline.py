@@ -20,29 +20,17 @@ Every Batch task defers until its job's "Batch Job State Change" event arrives; 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import chain, dag, task_group
 
 from genomics_steps.germline import STEPS
-from pipeline_dag import index_step, plan_and_index, publish, sample_step
-from pipeline_plan import PipelineSpec, pipeline_params
+from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, publish, sample_step
+from pipeline_plan import PipelineSpec
 
 SPEC = PipelineSpec(name="germline", steps=STEPS, reference_files=["genome.fa"], index_tool="bwa")
 REFERENCE = ["--reference", "{{ params.reference }}"]
 
 
-@dag(
-    dag_id="germline",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=4,
-    tags=["pipeline", "germline"],
-    doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2},
-    params=pipeline_params(),
-)
+@dag(**pipeline_dag_args("germline", __doc__))
 def germline():
     index = index_step("germline", "bwa_index", "bwa-index", vcpus=1, memory_mib=4096)
     planned, units = plan_and_index(SPEC, index)

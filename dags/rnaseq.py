@@ -19,29 +19,17 @@ Every Batch task defers until its job's "Batch Job State Change" event arrives; 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import dag, task_group
 
 from genomics_steps.rnaseq import STEPS
-from pipeline_dag import index_step, plan_and_index, publish, sample_step
-from pipeline_plan import PipelineSpec, pipeline_params
+from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, publish, sample_step
+from pipeline_plan import PipelineSpec
 
 SPEC = PipelineSpec(name="rnaseq", steps=STEPS, reference_files=["transcriptome.fa", "tx2gene.tsv"],
                     index_tool="salmon")
 
 
-@dag(
-    dag_id="rnaseq",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=4,
-    tags=["pipeline", "rnaseq"],
-    doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2},
-    params=pipeline_params(),
-)
+@dag(**pipeline_dag_args("rnaseq", __doc__))
 def rnaseq():
     index = index_step("rnaseq", "salmon_index", "salmon-index", vcpus=2, memory_mib=4096)
     planned, units = plan_and_index(SPEC, index)

@@ -56,31 +56,46 @@ def publish(pipeline: str, planned: Any, tables: list[str]) -> list[PublishTable
     ]
 
 
-def sample_step(pipeline: str, step: str, subcommand: list[str], unit: Any, **kwargs: Any) -> BatchJobOperator:
-    """A per-sample step of ``pipeline`` in its job image: one job (a one-sample unit) or one array job."""
+def pipeline_dag_args(pipeline: str, doc: str) -> dict[str, Any]:
+    """The ``@dag`` arguments both pipelines share: triggered runs only, validated Params."""
+    from datetime import datetime
+
+    from pipeline_plan import pipeline_params
+
+    return {
+        "dag_id": pipeline,
+        "schedule": None,
+        "start_date": datetime(2026, 1, 1),
+        "catchup": False,
+        "max_active_runs": 4,
+        "tags": ["pipeline", pipeline],
+        "doc_md": doc,
+        "default_args": {"owner": "platform", "retries": 2},
+        "params": pipeline_params(),
+    }
+
+
+def _job(pipeline: str, step: str, command: list[str], **kwargs: Any) -> BatchJobOperator:
+    """A step of ``pipeline`` as a Batch job of its image (job definition ``genomics-<pipeline>``)."""
     return BatchJobOperator(
         task_id=step,
         step=step,
         project="{{ params.project }}",
         pipeline=pipeline,
         job_definition=f"genomics-{pipeline}",
-        samples=unit,
-        command=["python3", "-m", f"genomics_steps.{pipeline}", *subcommand,
-                 "--pipeline-version", "{{ params.pipeline_version }}", "--force", "{{ params.force }}"],
-        rerun_succeeded="{{ params.force }}",
+        command=["python3", "-m", f"genomics_steps.{pipeline}", *command],
         timeout_seconds=kwargs.pop("timeout_seconds", 3600),
         **kwargs,
     )
 
 
+def sample_step(pipeline: str, step: str, subcommand: list[str], unit: Any, **kwargs: Any) -> BatchJobOperator:
+    """A per-sample step: one job (a one-sample unit) or one array job over the unit's samples."""
+    return _job(pipeline, step, [*subcommand, "--pipeline-version", "{{ params.pipeline_version }}",
+                                 "--force", "{{ params.force }}"],
+                samples=unit, rerun_succeeded="{{ params.force }}", **kwargs)
+
+
 def index_step(pipeline: str, step: str, subcommand: str, **kwargs: Any) -> BatchJobOperator:
-    return BatchJobOperator(
-        task_id=step,
-        step=step,
-        project="{{ params.project }}",
-        pipeline=pipeline,
-        job_definition=f"genomics-{pipeline}",
-        command=["python3", "-m", f"genomics_steps.{pipeline}", subcommand, "--reference", "{{ params.reference }}"],
-        timeout_seconds=3600,
-        **kwargs,
-    )
+    """The reference index of a pipeline, built once per reference."""
+    return _job(pipeline, step, [subcommand, "--reference", "{{ params.reference }}"], **kwargs)
