@@ -1,4 +1,5 @@
-"""The parts rnaseq and germline share: planning tasks, the index gate, and the publish tasks.
+"""The parts rnaseq and germline share: their @dag arguments, the planning tasks and index gate, the Batch
+steps in their job image, and the publish tasks.
 
 Call these inside a ``@dag`` function. Nothing here touches the network at parse time.
 """

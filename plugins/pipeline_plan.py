@@ -17,21 +17,21 @@ previous step is done.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from genomics_steps import layout
 
-from operators.batch_job import SAMPLE_ID
+from hooks.sql_render import LOCATION
+from operators.batch_job import SAMPLE_ID, STEP_ID
 
 ALL_APPROVED = "all approved"
 FAN_OUT_MODES = ("auto", "mapped", "array")
 AUTO_MAPPED_MAX = 100
 ARRAY_CHUNK = 500
 MAX_SAMPLES = 10_000
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-INPUT_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)*/$")
+LABEL = STEP_ID  # project, reference, version: the rule BatchJobOperator applies to project and pipeline
+INPUT_URI = LOCATION  # an s3:// or file:// prefix ending in '/', as publishing accepts for locations
 
 
 @dataclass(frozen=True)

@@ -249,8 +249,10 @@ def test_steps_stage_through_s3(aws):
     """On Batch the same functions move files to and from S3."""
     import boto3
 
+    from genomics_steps import runtime
     from genomics_steps.runtime import download, exists_uri, upload
 
+    runtime._s3.cache_clear()  # the job process's cached client must be one made under moto
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="steps-bucket")
     source = Path(os.environ.get("TMPDIR", "/tmp")) / "steps-s3-test.txt"
     source.write_text("reads")
@@ -312,6 +314,15 @@ def _no_retries(dag):
         task.retries = 0
 
 
+def _synthetic(local, kind: str, samples: list[str]) -> str:
+    """The synthetic reference and ``samples`` of ``kind`` in the local lake (project e2e); returns the lake."""
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    for sample in samples:
+        synthetic.write_sample(lake, "e2e", "synthetic-v1", sample, kind)
+    return lake
+
+
 def _jobs(local) -> int:
     from local_batch.control_plane import ControlPlane
 
@@ -323,10 +334,7 @@ def test_rnaseq_end_to_end_skip_and_force(local, dagbag):
     from hooks import backend
 
     samples = ["R1", "R2"]
-    lake = local.lake_root
-    synthetic.write_reference(lake, "synthetic-v1")
-    for sample in samples:
-        synthetic.write_sample(lake, "e2e", "synthetic-v1", sample, "rnaseq")
+    lake = _synthetic(local, "rnaseq", samples)
     dag = dagbag.dags["rnaseq"]
     conf = {"project": "e2e", "samples": samples, "reference": "synthetic-v1", "pipeline_version": "1.0"}
 
@@ -355,10 +363,7 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
     from hooks import backend
 
     samples = ["D1", "D2"]
-    lake = local.lake_root
-    synthetic.write_reference(lake, "synthetic-v1")
-    for sample in samples:
-        synthetic.write_sample(lake, "e2e", "synthetic-v1", sample, "germline")
+    lake = _synthetic(local, "germline", samples)
     run = dagbag.dags["germline"].test(run_conf={"project": "e2e", "samples": samples, "fan_out": "array",
                                                  "reference": "synthetic-v1"})
     assert run.state == "success"
@@ -372,9 +377,7 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
 
 @pytest.mark.e2e
 def test_a_failed_step_shows_the_tools_own_error_in_the_task_log(local, dagbag, capfd, caplog):
-    lake = local.lake_root
-    synthetic.write_reference(lake, "synthetic-v1")
-    synthetic.write_sample(lake, "e2e", "synthetic-v1", "GOOD", "rnaseq")
+    _synthetic(local, "rnaseq", ["GOOD"])
     raw = Path(local.local_home) / "lake/raw/e2e"
     for mate in ("R1", "R2"):  # not gzip at all, as after a broken upload
         (raw / f"BAD_{mate}.fastq.gz").write_bytes(b"@read1\nACGT\n+\nIIII\n")

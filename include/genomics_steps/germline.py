@@ -11,12 +11,10 @@ Project, sample and lake come from the job's environment (GENOMICS_*), as on Bat
 
 from __future__ import annotations
 
-import os
 import sys
 
 from genomics_steps import layout
-from genomics_steps.step import Step, begin, main_of, sample_step_args, threads, truthy
-from genomics_steps.runtime import current_sample
+from genomics_steps.step import Step, begin, index_step_args, main_of, sample_step_args, threads
 
 PIPELINE = "germline"
 STEPS = ["bwa_mem", "markdup", "call", "stats"]
@@ -24,65 +22,45 @@ BWA_INDEX = ["genome.fa", "genome.fa.amb", "genome.fa.ann", "genome.fa.bwt", "ge
              "genome.fa.fai"]
 
 
-def _env() -> tuple[str, str]:
-    return os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
-
-
-def _sample_step(args, name: str, outputs: list[str], tools: list[str]) -> tuple[Step, str, str]:
-    lake, project = _env()
-    sample = current_sample()
-    step = Step(name, output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample, name),
-                outputs=outputs, tools=tools, force=truthy(args.force), sample=sample,
-                pipeline_version=args.pipeline_version)
-    return step, lake, sample
-
-
-def _prefix(args, lake: str, sample: str, name: str) -> str:
-    return layout.step_prefix(lake, PIPELINE, args.pipeline_version, os.environ["GENOMICS_PROJECT"], sample, name)
-
-
-def _reference(step: Step, lake: str, reference: str, files: list[str]) -> str:
-    base = layout.index_prefix(lake, reference, "bwa")
+def _reference(step: Step, reference: str, files: list[str]) -> str:
+    """Stage ``files`` of the reference's bwa index; returns the local genome.fa path."""
+    base = layout.index_prefix(step.lake, reference, "bwa")
     for name in files:
         step.input(base + name, f"ref/{name}")
     return str(step.work / "in" / "ref" / "genome.fa")
 
 
 def bwa_index(args) -> None:
-    lake, _ = _env()
-    step = Step("bwa_index", output_prefix=layout.index_prefix(lake, args.reference, "bwa"), outputs=BWA_INDEX,
-                tools=["bwa", "samtools"], force=truthy(args.force))
+    step = Step.for_index("bwa_index", args, "bwa", BWA_INDEX, ["bwa", "samtools"])
     if not begin(step):
         return
-    step.input(layout.reference_prefix(lake, args.reference) + "genome.fa").replace(step.out("genome.fa"))
+    step.input(step.reference(args.reference) + "genome.fa").replace(step.out("genome.fa"))
     step.run(["bwa", "index", str(step.out("genome.fa"))])
     step.run(["samtools", "faidx", str(step.out("genome.fa"))])
     step.finish()
-    step.cleanup()
 
 
 def bwa_mem(args) -> None:
-    step, lake, sample = _sample_step(args, "bwa_mem", ["aligned.bam"], ["bwa", "samtools"])
+    step = Step.for_sample(PIPELINE, "bwa_mem", args, ["aligned.bam"], ["bwa", "samtools"])
     if not begin(step):
         return
-    ref = _reference(step, lake, args.reference, BWA_INDEX[:-1])
-    r1_uri, r2_uri = layout.reads_uris(args.input_prefix or layout.raw_prefix(lake, os.environ["GENOMICS_PROJECT"]),
-                                       sample)
+    sample = step.sample
+    ref = _reference(step, args.reference, BWA_INDEX[:-1])
+    r1_uri, r2_uri = step.reads(args.input_prefix)
     r1, r2 = step.input(r1_uri), step.input(r2_uri)
     read_group = f"@RG\\tID:{sample}\\tSM:{sample}\\tPL:ILLUMINA"  # bwa expands the \t itself
     # bwa's output is grouped by read name, which fixmate needs; markdup later needs fixmate's mate scores.
     step.pipe([["bwa", "mem", "-t", str(threads()), "-R", read_group, ref, str(r1), str(r2)],
                ["samtools", "fixmate", "-m", "-O", "bam", "-", str(step.out("aligned.bam"))]])
     step.finish()
-    step.cleanup()
 
 
 def markdup(args) -> None:
     outputs = ["sample.bam", "sample.bam.bai", "markdup.txt", "flagstat.tsv"]
-    step, lake, sample = _sample_step(args, "markdup", outputs, ["samtools"])
+    step = Step.for_sample(PIPELINE, "markdup", args, outputs, ["samtools"])
     if not begin(step):
         return
-    aligned = step.input(_prefix(args, lake, sample, "bwa_mem") + "aligned.bam")
+    aligned = step.input(step.sibling("bwa_mem") + "aligned.bam")
     sorted_bam = step.work / "sorted.bam"
     n = str(threads())
     step.run(["samtools", "sort", "-@", n, "-o", str(sorted_bam), "-T", str(step.work / "sort"), str(aligned)])
@@ -101,19 +79,17 @@ def markdup(args) -> None:
         "properly_paired_rate": int(flags.get("properly paired", 0)) / total if total else 0.0,
         "duplicate_rate": int(flags.get("primary duplicates", 0)) / total if total else 0.0,
     }
-    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["samtools", k, v] for k, v in qc.items()],
-                    "samtools.tsv")
+    step.stage_qc("samtools", qc)
     step.finish(**qc)
-    step.cleanup()
 
 
 def call(args) -> None:
-    step, lake, sample = _sample_step(args, "call", ["calls.vcf.gz", "calls.vcf.gz.tbi"], ["bcftools"])
+    step = Step.for_sample(PIPELINE, "call", args, ["calls.vcf.gz", "calls.vcf.gz.tbi"], ["bcftools"])
     if not begin(step):
         return
-    ref = _reference(step, lake, args.reference, ["genome.fa", "genome.fa.fai"])
-    bam = step.input(_prefix(args, lake, sample, "markdup") + "sample.bam", "sample.bam")
-    step.input(_prefix(args, lake, sample, "markdup") + "sample.bam.bai", "sample.bam.bai")
+    ref = _reference(step, args.reference, ["genome.fa", "genome.fa.fai"])
+    bam = step.input(step.sibling("markdup") + "sample.bam")
+    step.input(step.sibling("markdup") + "sample.bam.bai")
     vcf = step.out("calls.vcf.gz")
     step.pipe([["bcftools", "mpileup", "-f", ref, "-a", "AD,DP", "-Ou", str(bam)],
                ["bcftools", "call", "-m", "-v", "-Oz", "-o", str(vcf)]])
@@ -125,14 +101,13 @@ def call(args) -> None:
     step.stage_rows("variant_calls", ["chrom", "pos", "ref", "alt", "qual", "filter", "genotype", "depth"],
                     [[c if c != "." else "" for c in row] for row in rows], "bcftools.tsv")
     step.finish(variants=len(rows))
-    step.cleanup()
 
 
 def stats(args) -> None:
-    step, lake, sample = _sample_step(args, "stats", ["stats.txt"], ["bcftools"])
+    step = Step.for_sample(PIPELINE, "stats", args, ["stats.txt"], ["bcftools"])
     if not begin(step):
         return
-    vcf = step.input(_prefix(args, lake, sample, "call") + "calls.vcf.gz", "calls.vcf.gz")
+    vcf = step.input(step.sibling("call") + "calls.vcf.gz")
     step.run(["bcftools", "stats", str(vcf)], stdout=step.out("stats.txt"))
     names = {"number of records:": "records", "number of SNPs:": "snvs", "number of indels:": "indels",
              "number of multiallelic sites:": "multiallelic_sites"}
@@ -143,15 +118,12 @@ def stats(args) -> None:
             qc[names[fields[2]]] = float(fields[3])
         elif fields[0] == "TSTV":
             qc["ts_tv"] = float(fields[4])
-    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["bcftools", k, v] for k, v in qc.items()],
-                    "bcftools.tsv")
+    step.stage_qc("bcftools", qc)
     step.finish(**qc)
-    step.cleanup()
 
 
 COMMANDS = {
-    "bwa-index": (lambda p: (p.add_argument("--reference", required=True),
-                             p.add_argument("--force", default="false")), bwa_index),
+    "bwa-index": (index_step_args, bwa_index),
     "bwa-mem": (lambda p: sample_step_args(p, reads=True, reference=True), bwa_mem),
     "markdup": (lambda p: sample_step_args(p), markdup),
     "call": (lambda p: sample_step_args(p, reference=True), call),

@@ -10,48 +10,34 @@ Project, sample and lake come from the job's environment (GENOMICS_*), as on Bat
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tarfile
 
 from genomics_steps import layout
-from genomics_steps.step import Step, StepFailed, begin, main_of, sample_step_args, threads, truthy
-from genomics_steps.runtime import current_sample
+from genomics_steps.step import Step, StepFailed, begin, index_step_args, main_of, sample_step_args, threads
 
 PIPELINE = "rnaseq"
 STEPS = ["fastp", "salmon_quant"]  # a sample is done when both are complete
 
 
-def _env() -> tuple[str, str]:
-    return os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
-
-
 def salmon_index(args) -> None:
-    lake, _ = _env()
-    step = Step("salmon_index", output_prefix=layout.index_prefix(lake, args.reference, "salmon"),
-                outputs=["index.tar.gz"], tools=["salmon"], force=truthy(args.force))
+    step = Step.for_index("salmon_index", args, "salmon", ["index.tar.gz"], ["salmon"])
     if not begin(step):
         return
-    fasta = step.input(layout.reference_prefix(lake, args.reference) + "transcriptome.fa")
+    fasta = step.input(step.reference(args.reference) + "transcriptome.fa")
     index = step.work / "index"
     step.run(["salmon", "index", "-t", str(fasta), "-i", str(index), "-k", "25", "-p", str(threads())])
     with tarfile.open(step.out("index.tar.gz"), "w:gz") as tar:
         tar.add(index, arcname="index")
     step.finish(kmer=25)
-    step.cleanup()
 
 
 def fastp(args) -> None:
-    lake, project = _env()
-    sample = current_sample()
     outputs = ["trimmed_R1.fastq.gz", "trimmed_R2.fastq.gz", "fastp.json", "fastp.html"]
-    step = Step("fastp", output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample,
-                                                           "fastp"),
-                outputs=outputs, tools=["fastp"], force=truthy(args.force), sample=sample,
-                pipeline_version=args.pipeline_version)
+    step = Step.for_sample(PIPELINE, "fastp", args, outputs, ["fastp"])
     if not begin(step):
         return
-    r1_uri, r2_uri = layout.reads_uris(args.input_prefix or layout.raw_prefix(lake, project), sample)
+    r1_uri, r2_uri = step.reads(args.input_prefix)
     r1, r2 = step.input(r1_uri), step.input(r2_uri)
     step.run(["fastp", "-i", str(r1), "-I", str(r2), "-o", str(step.out("trimmed_R1.fastq.gz")),
               "-O", str(step.out("trimmed_R2.fastq.gz")), "-j", str(step.out("fastp.json")),
@@ -68,29 +54,21 @@ def fastp(args) -> None:
         "duplication_rate": report.get("duplication", {}).get("rate", 0.0),
         "adapter_trimmed_reads": report.get("adapter_cutting", {}).get("adapter_trimmed_reads", 0),
     }
-    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["fastp", k, v] for k, v in qc.items()],
-                    "fastp.tsv")
+    step.stage_qc("fastp", qc)
     step.finish(**qc)
-    step.cleanup()
 
 
 def salmon_quant(args) -> None:
-    lake, project = _env()
-    sample = current_sample()
     outputs = ["quant.sf", "meta_info.json", "lib_format_counts.json"]
-    step = Step("salmon_quant",
-                output_prefix=layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample,
-                                                 "salmon_quant"),
-                outputs=outputs, tools=["salmon"], force=truthy(args.force), sample=sample,
-                pipeline_version=args.pipeline_version)
+    step = Step.for_sample(PIPELINE, "salmon_quant", args, outputs, ["salmon"])
     if not begin(step):
         return
-    trimmed = layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample, "fastp")
+    trimmed = step.sibling("fastp")
     r1, r2 = step.input(trimmed + "trimmed_R1.fastq.gz"), step.input(trimmed + "trimmed_R2.fastq.gz")
-    with tarfile.open(step.input(layout.index_prefix(lake, args.reference, "salmon") + "index.tar.gz")) as tar:
+    with tarfile.open(step.input(layout.index_prefix(step.lake, args.reference, "salmon") + "index.tar.gz")) as tar:
         # the "data" filter refuses absolute paths and links out of the tree (Python >= 3.11.4)
         tar.extractall(step.work, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    tx2gene_path = step.input(layout.reference_prefix(lake, args.reference) + "tx2gene.tsv")
+    tx2gene_path = step.input(step.reference(args.reference) + "tx2gene.tsv")
     quant = step.work / "quant"
     step.run(["salmon", "quant", "-i", str(step.work / "index"), "-l", "A", "-1", str(r1), "-2", str(r2),
               "-p", str(threads()), "--validateMappings", "-o", str(quant)])
@@ -108,15 +86,12 @@ def salmon_quant(args) -> None:
     meta = json.loads(step.out("meta_info.json").read_text())
     qc = {"num_processed": meta["num_processed"], "num_mapped": meta["num_mapped"],
           "percent_mapped": meta["percent_mapped"]}
-    step.stage_rows("qc_metrics", ["tool", "metric", "value"], [["salmon", k, v] for k, v in qc.items()],
-                    "salmon.tsv")
+    step.stage_qc("salmon", qc)
     step.finish(**qc, library_type=meta.get("library_types"))
-    step.cleanup()
 
 
 COMMANDS = {
-    "salmon-index": (lambda p: (p.add_argument("--reference", required=True),
-                                p.add_argument("--force", default="false")), salmon_index),
+    "salmon-index": (index_step_args, salmon_index),
     "fastp": (lambda p: sample_step_args(p, reads=True), fastp),
     "salmon-quant": (lambda p: sample_step_args(p, reference=True), salmon_quant),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -9,14 +10,20 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 
+@functools.cache
+def _s3():
+    """One S3 client per job process: creating a client costs far more than the HEAD or GET it makes."""
+    import boto3
+
+    return boto3.client("s3")
+
+
 def read_uri(uri: str) -> bytes:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path)).read_bytes()
     if parsed.scheme == "s3":
-        import boto3
-
-        obj = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        obj = _s3().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         return obj["Body"].read()
     raise ValueError(f"unsupported URI {uri!r}")
 
@@ -30,9 +37,7 @@ def write_uri(uri: str, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     elif parsed.scheme == "s3":
-        import boto3
-
-        boto3.client("s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data)
+        _s3().put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data)
     else:
         raise ValueError(f"unsupported URI {uri!r}")
 
@@ -42,11 +47,10 @@ def exists_uri(uri: str) -> bool:
     if parsed.scheme == "file":
         return Path(unquote(parsed.path)).is_file()
     if parsed.scheme == "s3":
-        import boto3
         from botocore.exceptions import ClientError
 
         try:
-            boto3.client("s3").head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+            _s3().head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
@@ -65,9 +69,7 @@ def download(uri: str, path: Path) -> Path:
             raise FileNotFoundError(f"input {uri} does not exist")
         shutil.copyfile(source, path)
     elif parsed.scheme == "s3":
-        import boto3
-
-        boto3.client("s3").download_file(parsed.netloc, parsed.path.lstrip("/"), str(path))
+        _s3().download_file(parsed.netloc, parsed.path.lstrip("/"), str(path))
     else:
         raise ValueError(f"unsupported URI {uri!r}")
     return path
@@ -83,9 +85,7 @@ def upload(path: Path, uri: str) -> None:
         shutil.copyfile(path, tmp)
         os.replace(tmp, target)
     elif parsed.scheme == "s3":
-        import boto3
-
-        boto3.client("s3").upload_file(str(path), parsed.netloc, parsed.path.lstrip("/"))
+        _s3().upload_file(str(path), parsed.netloc, parsed.path.lstrip("/"))
     else:
         raise ValueError(f"unsupported URI {uri!r}")
 

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genomics_steps.runtime import download, exists_uri, staging_uri, upload, write_uri
-from genomics_steps.layout import METRICS
+from genomics_steps import layout
+from genomics_steps.runtime import current_sample, download, exists_uri, staging_uri, upload, write_uri
 
 ERROR_TAIL_LINES = 25
 
@@ -71,7 +71,8 @@ def truthy(value: str) -> bool:
 
 
 class Step:
-    """One step of one sample (or of one reference, with ``sample=None``)."""
+    """One step of one sample (``for_sample``) or of one reference's index (``for_index``). The lake and the
+    project come from the job's environment (GENOMICS_*), as the operator sets them on Batch."""
 
     def __init__(
         self,
@@ -81,30 +82,59 @@ class Step:
         outputs: list[str],
         tools: list[str],
         force: bool = False,
+        pipeline: str | None = None,
         sample: str | None = None,
         pipeline_version: str | None = None,
     ):
         self.name = name
         self.prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
         self.outputs = list(outputs)
-        self.tools = list(tools)
         self.force = force
+        self.lake, self.project = os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
+        self.pipeline = pipeline
         self.sample = sample
         self.pipeline_version = pipeline_version
         self.staged: list[str] = []
-        self.metrics: dict[str, Any] = {}
         self.started = time.time()
         self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("TMPDIR")))
         self.out_dir = self.work / "out"
         self.out_dir.mkdir()
-        self.versions = {tool: tool_version(tool) for tool in self.tools}
+        self.versions = {tool: tool_version(tool) for tool in tools}
+
+    @classmethod
+    def for_sample(cls, pipeline: str, name: str, args: argparse.Namespace, outputs: list[str],
+                   tools: list[str]) -> Step:
+        """The step ``name`` of this job's sample: outputs under results/<pipeline>/<version>/.../<name>/."""
+        sample = current_sample()
+        prefix = layout.step_prefix(os.environ["GENOMICS_LAKE_URI"], pipeline, args.pipeline_version,
+                                    os.environ["GENOMICS_PROJECT"], sample, name)
+        return cls(name, output_prefix=prefix, outputs=outputs, tools=tools, force=truthy(args.force),
+                   pipeline=pipeline, sample=sample, pipeline_version=args.pipeline_version)
+
+    @classmethod
+    def for_index(cls, name: str, args: argparse.Namespace, tool: str, outputs: list[str],
+                  tools: list[str]) -> Step:
+        """The ``tool`` index of reference ``args.reference``: outputs under references/<ref>/index/<tool>/."""
+        prefix = layout.index_prefix(os.environ["GENOMICS_LAKE_URI"], args.reference, tool)
+        return cls(name, output_prefix=prefix, outputs=outputs, tools=tools, force=truthy(args.force))
 
     def uri(self, output: str) -> str:
         return self.prefix + output
 
+    def sibling(self, step: str) -> str:
+        """The output prefix of another step of the same sample (an earlier step's outputs are inputs here)."""
+        return layout.step_prefix(self.lake, self.pipeline, self.pipeline_version, self.project, self.sample, step)
+
+    def reads(self, input_prefix: str) -> tuple[str, str]:
+        """URIs of this sample's R1 and R2 FASTQ under ``input_prefix`` (empty: the lake's raw/<project>/)."""
+        return layout.reads_uris(input_prefix or layout.raw_prefix(self.lake, self.project), self.sample)
+
+    def reference(self, reference: str) -> str:
+        return layout.reference_prefix(self.lake, reference)
+
     def complete(self) -> bool:
         """True when metrics.json and every output exist: a few HEAD requests inside the job."""
-        return exists_uri(self.uri(METRICS)) and all(exists_uri(self.uri(o)) for o in self.outputs)
+        return exists_uri(self.uri(layout.METRICS)) and all(exists_uri(self.uri(o)) for o in self.outputs)
 
     def input(self, uri: str, name: str | None = None) -> Path:
         path = download(uri, self.work / "in" / (name or uri.rstrip("/").rsplit("/", 1)[-1]))
@@ -117,10 +147,10 @@ class Step:
         return self.out_dir / output
 
     # --- tools ---------------------------------------------------------------------------------
-    def run(self, argv: list[str], *, stdout: Path | None = None, cwd: Path | None = None) -> None:
-        self.pipe([argv], stdout=stdout, cwd=cwd)
+    def run(self, argv: list[str], *, stdout: Path | None = None) -> None:
+        self.pipe([argv], stdout=stdout)
 
-    def pipe(self, commands: list[list[str]], *, stdout: Path | None = None, cwd: Path | None = None) -> None:
+    def pipe(self, commands: list[list[str]], *, stdout: Path | None = None) -> None:
         """Run ``a | b | c`` as processes joined by pipes (no shell). Each tool's stderr goes to the job log;
         if any fails, StepFailed carries its exit code and the last lines it wrote."""
         logs = [self.work / f"{i}-{Path(argv[0]).name}.stderr" for i, argv in enumerate(commands)]
@@ -135,7 +165,7 @@ class Step:
                     stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
                     stdout=(out_fh or subprocess.DEVNULL) if last else subprocess.PIPE,
                     stderr=open(logs[i], "wb"),
-                    cwd=cwd or self.work,
+                    cwd=self.work,
                 ))
                 if len(procs) > 1:
                     procs[-2].stdout.close()  # the reader owns the pipe now: a dying reader stops the writer
@@ -163,7 +193,13 @@ class Step:
         write_uri(uri, ("\n".join(lines) + "\n").encode())
         self.staged.append(uri)
 
+    def stage_qc(self, tool: str, qc: dict[str, Any]) -> None:
+        """Stage ``qc`` as this sample's qc_metrics rows of ``tool`` (file <tool>.tsv)."""
+        self.stage_rows("qc_metrics", ["tool", "metric", "value"], [[tool, k, v] for k, v in qc.items()],
+                        f"{tool}.tsv")
+
     def finish(self, **metrics: Any) -> dict[str, Any]:
+        """Upload the outputs, write metrics.json last, and remove the work directory."""
         for output in self.outputs:
             path = self.out_dir / output
             if not path.is_file():
@@ -188,8 +224,9 @@ class Step:
             "staged": self.staged,
             "metrics": metrics,
         }
-        write_uri(self.uri(METRICS), json.dumps(document, indent=2).encode())  # last: marks the step complete
+        write_uri(self.uri(layout.METRICS), json.dumps(document, indent=2).encode())  # last: marks it complete
         print(json.dumps(document), flush=True)
+        self.cleanup()
         return document
 
     def cleanup(self) -> None:
@@ -204,6 +241,11 @@ def sample_step_args(parser: argparse.ArgumentParser, *, reads: bool = False, re
                                                                "default the lake's raw/<project>/")
     if reference:
         parser.add_argument("--reference", required=True)
+
+
+def index_step_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", required=True)
+    parser.add_argument("--force", default="false", help="true: rebuild the index even if it exists")
 
 
 def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], Step | None]]],
