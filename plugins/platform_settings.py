@@ -55,6 +55,18 @@ class PlatformSettings:
     # Capacity type per job queue (name, alias or ARN -> "SPOT" / "ON_DEMAND"), recorded in the job_runs table.
     queue_capacity_types: dict[str, str] = field(default_factory=dict)
 
+    # --- FSx for Lustre: the per-run scratch file systems of GWAS runs ------------------------
+    # Subnet and security groups of the file systems (aws); the Batch hosts must reach them (Lustre, TCP 988).
+    fsx_subnet_id: str | None = None
+    fsx_security_group_ids: list[str] = field(default_factory=list)
+    # Where Batch hosts mount a run's file system: <fsx_mount_root>/<file system id> (the launch template).
+    fsx_mount_root: str = "/fsx"
+    # fsx_sweeper deletes this deployment's file systems older than this even while their run still runs.
+    fsx_ttl_hours: float = 48.0
+    # Value of the tag "genomics:deployment" on every file system this deployment creates; the sweeper
+    # deletes nothing without it.
+    deployment: str = "genomics"
+
     # --- behaviour shared by both backends ---------------------------------------------------
     # Deployment-wide SubmitJob budget; AWS fixes the quota at 50 per second per account.
     submit_rate_per_second: float = 40.0
@@ -72,6 +84,8 @@ class PlatformSettings:
     # Capacity of the local "compute environment"; 0 means what this machine has.
     local_vcpus: int = 0
     local_memory_mib: int = 0
+    # Seconds a local stand-in file system stays CREATING before it is AVAILABLE.
+    local_fsx_create_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "aws"):
@@ -81,6 +95,10 @@ class PlatformSettings:
                 "submit_rate_per_second must be from 2 to 50: AWS Batch fixes SubmitJob at 50 TPS per account, "
                 f"got {self.submit_rate_per_second}"
             )
+        if self.fsx_ttl_hours <= 0:
+            raise SettingsError("fsx_ttl_hours must be positive")
+        if not isinstance(self.fsx_security_group_ids, list):
+            raise SettingsError("fsx_security_group_ids must be a list of security group ids")
         if self.reconcile_after_seconds <= 0:
             raise SettingsError("reconcile_after_seconds must be positive")
         if self.backend == "aws":
@@ -153,6 +171,11 @@ def _coerce(name: str, raw: str) -> Any:
         value = json.loads(raw)
         if not isinstance(value, dict):
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a JSON object")
+        return value
+    if "list" in str(kind):  # a JSON array, or comma-separated
+        value = json.loads(raw) if raw.strip().startswith("[") else [v.strip() for v in raw.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a list")
         return value
     if "float" in str(kind):
         return float(raw)

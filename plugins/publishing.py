@@ -76,9 +76,10 @@ def staging_uri(lake_root: str, dataset: str, pipeline: str, scope: str, project
 
 
 def run_scope(run_id: str) -> str:
-    """A label naming one DAG run (run ids hold ':' and '+'): readable, and unique through a short hash."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_.-")[:80] or "run"
-    return f"{readable}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    """A label naming one DAG run; the steps in jobs name runs the same way (genomics_steps.layout)."""
+    from genomics_steps.layout import run_key
+
+    return run_key(run_id)
 
 
 def _token(*parts: Any) -> str:

@@ -36,7 +36,7 @@ def use_settings(monkeypatch, settings: PlatformSettings, **changes: Any) -> Pla
         env = "GENOMICS_" + key.upper()
         if value is None:
             monkeypatch.setenv(env, "")  # empty means None for optional settings
-        elif isinstance(value, dict):
+        elif isinstance(value, (dict, list)):
             monkeypatch.setenv(env, json.dumps(value))
         else:
             monkeypatch.setenv(env, str(value))

@@ -6,12 +6,18 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/references/<reference>/index/<tool>/               built indexes, metrics.json last
     <lake>/results/<pipeline>/<version>/project=<project>/sample=<sample>/<step>/
                                                               a step's outputs, metrics.json written last
+    <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
+    <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
+    <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
 
 A step is complete when its metrics.json exists: it is written after every output, so its presence means
 all of them are there. A sample is complete for a pipeline version when all of its steps are.
 """
 
 from __future__ import annotations
+
+import hashlib
+import re
 
 METRICS = "metrics.json"
 
@@ -56,3 +62,19 @@ def samples_with_reads(listing: list[str]) -> set[str]:
     r1 = {p[: -len("_R1.fastq.gz")] for p in listing if p.endswith("_R1.fastq.gz") and "/" not in p}
     r2 = {p[: -len("_R2.fastq.gz")] for p in listing if p.endswith("_R2.fastq.gz") and "/" not in p}
     return r1 & r2
+
+
+def run_key(run_id: str) -> str:
+    """A label naming one DAG run (run ids hold ':' and '+'): readable, and unique through a short hash."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_.-")[:80] or "run"
+    return f"{readable}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def gwas_input_prefix(lake: str, project: str) -> str:
+    """Default location of a project's GWAS inputs."""
+    return f"{raw_prefix(lake, project)}gwas/"
+
+
+def chunk_plan_uri(lake: str, dag_id: str, run_id: str, file_system_id: str) -> str:
+    """Where GWAS step 1 leaves the step-2 chunk plan for Airflow (it cannot read the FSx file system)."""
+    return f"{lake.rstrip('/')}/manifests/{dag_id}/{run_key(run_id)}/{file_system_id}/chunks.json"

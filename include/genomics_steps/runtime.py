@@ -1,4 +1,5 @@
-"""What a job knows about itself: its sample (directly, or through an array job's manifest) and the lake."""
+"""What a job knows about itself: its sample (directly, or through an array job's manifest), the lake, and the
+run's FSx for Lustre file system if it has one."""
 
 from __future__ import annotations
 
@@ -109,3 +110,21 @@ def staging_uri(dataset: str, scope: str, environ: dict[str, str] | None = None)
     env = os.environ if environ is None else environ
     lake, pipeline, project = env["GENOMICS_LAKE_URI"].rstrip("/"), env["GENOMICS_PIPELINE"], env["GENOMICS_PROJECT"]
     return f"{lake}/staging/{dataset}/{pipeline}/{scope}/project={project}/"
+
+
+def fsx(environ: dict[str, str] | None = None) -> dict | None:
+    """The run's FSx file system as the operator that created it describes it (env GENOMICS_FSX): its id, its
+    mount on this host, its output directory, and which lake prefixes are linked to which directories."""
+    env = os.environ if environ is None else environ
+    raw = env.get("GENOMICS_FSX")
+    return json.loads(raw) if raw else None
+
+
+def on_fsx(uri: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The path of ``uri`` on the run's file system when its prefix is linked there (FSx loads the object from
+    S3 on first read, once for every job of the run), else None."""
+    mounted = fsx(environ)
+    for prefix, directory in (mounted or {}).get("links", {}).items():
+        if uri.startswith(prefix):
+            return Path(directory) / unquote(uri[len(prefix):])
+    return None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from genomics_steps import layout
-from genomics_steps.runtime import current_sample, download, exists_uri, staging_uri, upload, write_uri
+from genomics_steps.runtime import current_sample, download, exists_uri, on_fsx, staging_uri, upload, write_uri
 
 ERROR_TAIL_LINES = 25
 
@@ -39,6 +39,8 @@ _VERSIONS: dict[str, tuple[list[str], str]] = {
     "samtools": (["samtools", "--version"], r"samtools (\S+)"),
     "bcftools": (["bcftools", "--version"], r"bcftools (\S+)"),
     "tabix": (["tabix", "--version"], r"tabix \(htslib\) (\S+)"),
+    "plink2": (["plink2", "--version"], r"PLINK (v\S+)"),
+    "regenie": (["regenie", "--version"], r"(v?\d[\w.]*)"),
 }
 
 
@@ -137,6 +139,13 @@ class Step:
         return exists_uri(self.uri(layout.METRICS)) and all(exists_uri(self.uri(o)) for o in self.outputs)
 
     def input(self, uri: str, name: str | None = None) -> Path:
+        """A local path of the input ``uri``: on the run's FSx file system when linked there, else a copy."""
+        mounted = on_fsx(uri)
+        if mounted is not None:
+            if not mounted.is_file():
+                raise FileNotFoundError(f"input {uri} is not on the run's FSx file system at {mounted}")
+            print(f"reading {uri} from FSx at {mounted}", flush=True)
+            return mounted
         path = download(uri, self.work / "in" / (name or uri.rstrip("/").rsplit("/", 1)[-1]))
         print(f"staged {uri} -> {path} ({path.stat().st_size} bytes)", flush=True)
         return path
@@ -184,14 +193,26 @@ class Step:
         sys.stderr.flush()
 
     # --- results -----------------------------------------------------------------------------------
-    def stage_rows(self, dataset: str, header: list[str], rows: list[list[Any]], file: str) -> None:
-        """Stage rows of a published dataset for this sample (scope: the pipeline version)."""
-        if self.sample is None or self.pipeline_version is None:
-            raise ValueError("only a sample's step stages rows")
+    def stage_rows(self, dataset: str, header: list[str], rows: list[list[Any]], file: str,
+                   unit: tuple[str, str] | None = None) -> None:
+        """Stage rows of a published dataset for this sample, or for ``unit`` (column, value) such as
+        ("phenotype", "height"); the scope is the pipeline version."""
         lines = ["\t".join(header)] + ["\t".join("" if v is None else str(v) for v in row) for row in rows]
-        uri = staging_uri(dataset, self.pipeline_version) + f"sample_id={self.sample}/{file}"
+        uri = self._staged_uri(dataset, file, unit)
         write_uri(uri, ("\n".join(lines) + "\n").encode())
         self.staged.append(uri)
+
+    def stage_file(self, dataset: str, path: Path, file: str, unit: tuple[str, str] | None = None) -> None:
+        """Stage a tab-separated file with a header line as rows of ``dataset`` (for large row sets)."""
+        uri = self._staged_uri(dataset, file, unit)
+        upload(path, uri)
+        self.staged.append(uri)
+
+    def _staged_uri(self, dataset: str, file: str, unit: tuple[str, str] | None) -> str:
+        column, value = unit or ("sample_id", self.sample)
+        if value is None or self.pipeline_version is None:
+            raise ValueError("rows are staged for a sample or a named unit of a pipeline version")
+        return staging_uri(dataset, self.pipeline_version) + f"{column}={value}/{file}"
 
     def stage_qc(self, tool: str, qc: dict[str, Any]) -> None:
         """Stage ``qc`` as this sample's qc_metrics rows of ``tool`` (file <tool>.tsv)."""

@@ -1,4 +1,5 @@
-"""The backend switch: builds the Batch API, job-state store, event queue and query engine for the configured backend.
+"""The backend switch: builds the Batch API, job-state store, event queue, query engine, sample registry and FSx
+file systems for the configured backend.
 
 Operators, sensors and triggers ask here and never branch on the backend themselves. Create these objects
 inside execute() or a trigger's run(), never in __init__ or at DAG parse time.
@@ -12,6 +13,7 @@ from typing import Any
 from botocore.config import Config
 
 from hooks.batch_api import AwsBatchApi, BatchApi, LocalBatchApi
+from hooks.fsx import AwsFsx, FsxApi, LocalFsx
 from hooks.event_queue import EventQueue, LocalEventQueue, SqsEventQueue
 from hooks.job_state import DynamoDbJobStateStore, JobStateStore, SqliteJobStateStore
 from hooks.sample_registry import DynamoDbSampleRegistry, SampleRegistry, SqliteSampleRegistry
@@ -51,6 +53,16 @@ def sample_registry(settings: PlatformSettings) -> SampleRegistry:
                              "from the registry on AWS")
         return DynamoDbSampleRegistry(aws_client(settings, "dynamodb"), settings.sample_registry_table)
     return SqliteSampleRegistry(Path(settings.local_home) / "sample_registry.sqlite")
+
+
+def fsx(settings: PlatformSettings) -> FsxApi:
+    if settings.backend == "aws":
+        return AwsFsx(aws_client(settings, "fsx"), subnet_id=settings.fsx_subnet_id,
+                      security_group_ids=settings.fsx_security_group_ids, mount_root=settings.fsx_mount_root)
+    from hooks import lake
+
+    return LocalFsx(settings.local_home, list_files=lambda prefix: lake.list_files(settings, prefix),
+                    create_seconds=settings.local_fsx_create_seconds)
 
 
 def event_queue(settings: PlatformSettings) -> EventQueue:

@@ -27,6 +27,26 @@ def write_text(settings: PlatformSettings, uri: str, text: str) -> None:
         raise ValueError(f"unsupported lake URI {uri!r}: use s3:// or file://")
 
 
+def read_head(settings: PlatformSettings, uri: str, max_bytes: int = 65536) -> bytes:
+    """The first ``max_bytes`` of a file (a header line), without reading the rest; FileNotFoundError if absent."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        from hooks.backend import aws_client
+
+        try:
+            obj = aws_client(settings, "s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"),
+                                                        Range=f"bytes=0-{max_bytes - 1}")
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(uri) from None
+            raise
+        return obj["Body"].read()
+    if parsed.scheme == "file":
+        with open(unquote(parsed.path), "rb") as fh:
+            return fh.read(max_bytes)
+    raise ValueError(f"unsupported lake URI {uri!r}: use s3:// or file://")
+
+
 def list_files(settings: PlatformSettings, prefix_uri: str) -> list[str]:
     """Paths (relative to ``prefix_uri``) of every file under a prefix: one paginated listing, no per-file checks.
 

@@ -254,9 +254,11 @@ class BatchJobOperator(BaseOperator):
             "GENOMICS_PROJECT": self.project,
             "GENOMICS_PIPELINE": self.pipeline,
             "GENOMICS_STEP": self.step,
+            "GENOMICS_DAG_ID": ti.dag_id,
             "GENOMICS_RUN_ID": ti.run_id,
             "GENOMICS_LAKE_URI": settings.lake_root,
-            "GENOMICS_VCPUS": f"{float(self.vcpus):g}",  # the steps size their tools' threads by it
+            "GENOMICS_VCPUS": f"{float(self.vcpus):g}",  # the steps size their tools' threads and memory by
+            "GENOMICS_MEMORY_MIB": str(self.memory_mib),  # these two
         }
         tags = {
             "project": self.project,
@@ -348,16 +350,15 @@ class BatchJobOperator(BaseOperator):
         raise AirflowException("\n".join(lines))
 
     def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
-        """Stage one job_runs row per sample (the job's facts: attempts, times, resources, capacity), for
+        """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity), for
         PublishTableOperator(table="job_runs", staging_scope=run_scope(run_id)) to publish with the results."""
         from concurrent.futures import ThreadPoolExecutor
 
         from hooks.lake import write_text
         from publishing import run_scope, staging_uri
 
-        rows = summary.get("samples") or ([{**summary, "sample": summary["sample"]}] if summary.get("sample") else [])
-        if not rows:
-            return
+        # A job of a whole run (an index, GWAS step 1 or merge) is staged under its step's name as the unit.
+        rows = summary.get("samples") or [{**summary, "sample": summary.get("sample") or self.step}]
         prefix = staging_uri(settings.lake_root, "job_runs", self.pipeline, run_scope(context["ti"].run_id),
                              self.project)
         capacity = settings.capacity_type(settings.resolve_queue(self.job_queue))

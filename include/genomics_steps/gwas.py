@@ -1,0 +1,278 @@
+"""GWAS steps (image docker/gwas: regenie, plink2), on the run's FSx for Lustre file system.
+
+    python -m genomics_steps.gwas step1 --engine E --genotypes URI --phenotypes URI --covariates URI|none
+                                        --traits T1,T2 --trait-type quantitative|binary --block-size B
+                                        --variants-per-job N --pipeline-version V
+    python -m genomics_steps.gwas step2 (same arguments; the chunk is this job's "sample")
+    python -m genomics_steps.gwas merge (same arguments)
+
+- step1, once: splits the variants of the .bim into step-2 chunks (whole chromosome ranges of at most N
+  variants) and, with regenie, fits the whole-genome ridge model (``regenie --step 1``) whose per-chromosome
+  predictions every step-2 job reads from the shared file system. plink2 has no such model: its step 1 only
+  plans the chunks and counts the samples per trait.
+- step2, per chunk (an array job): association tests of the chunk's variants against every trait
+  (``regenie --step 2 --range`` or ``plink2 --glm --chr --from-bp --to-bp``), normalised to one table.
+- merge, once: concatenates the chunks per trait (``associations/<trait>.tsv.gz``), writes the top hits and
+  stages the rows of ``gwas_associations`` (one unit per trait).
+
+Inputs are read through the file system (the S3 prefixes the operator linked to it, env GENOMICS_FSX);
+outputs go to ``<mount>/output/`` (exported to ``results/regenie_gwas/<version>/project=<p>/`` by the DAG),
+and each step's metrics.json there marks it complete, so a retried job on the same file system skips.
+Binary traits are coded 0 = control, 1 = case (regenie's convention; plink2 is told so with --1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import heapq
+import json
+import os
+import sys
+from pathlib import Path
+
+from genomics_steps import layout
+from genomics_steps.runtime import current_sample, fsx, write_uri
+from genomics_steps.step import Step, StepFailed, begin, main_of, threads
+
+PIPELINE = "regenie_gwas"
+ENGINES = ("regenie", "plink2")
+COLUMNS = ["chrom", "pos", "variant_id", "allele0", "allele1", "a1freq", "n", "beta", "se", "log10p"]
+TOP_HITS = 10
+
+
+def step_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=ENGINES, required=True)
+    parser.add_argument("--genotypes", required=True, help="URI of a PLINK 1 fileset without extension")
+    parser.add_argument("--phenotypes", required=True)
+    parser.add_argument("--covariates", default="none", help="URI, or none")
+    parser.add_argument("--traits", required=True, help="comma-separated phenotype columns")
+    parser.add_argument("--trait-type", choices=("quantitative", "binary"), default="quantitative")
+    parser.add_argument("--block-size", type=int, default=1000)
+    parser.add_argument("--variants-per-job", type=int, default=200_000)
+    parser.add_argument("--pipeline-version", required=True)
+
+
+def output_dir() -> Path:
+    """The run's output directory on the FSx file system; a job without one cannot run a GWAS step."""
+    mounted = fsx()
+    if not mounted:
+        raise StepFailed("GENOMICS_FSX is not set: GWAS steps run on the run's FSx file system", 64)
+    out = Path(mounted["output"])
+    if not out.is_dir():
+        raise StepFailed(f"FSx file system {mounted['file_system_id']} is not mounted on this host "
+                         f"({out} does not exist): the compute environment's launch template mounts it", 69)
+    return out
+
+
+def gwas_step(name: str, args: argparse.Namespace, outputs: list[str], sub: str = "") -> Step:
+    prefix = output_dir() / name / sub if sub else output_dir() / name
+    return Step(name, output_prefix=prefix.as_uri() + "/", outputs=outputs, tools=[args.engine],
+                pipeline=PIPELINE, pipeline_version=args.pipeline_version)
+
+
+def chunk_plan(bim: Path, variants_per_job: int) -> list[dict]:
+    """Chunks of at most ``variants_per_job`` variants, each within one chromosome, as position ranges that
+    never split variants sharing a position (a range selects by position)."""
+    positions: dict[str, list[int]] = {}
+    with open(bim) as fh:
+        for n, line in enumerate(fh, 1):
+            fields = line.split()
+            if len(fields) != 6:
+                raise StepFailed(f"{bim.name} line {n}: expected 6 columns, got {len(fields)}", 65)
+            positions.setdefault(fields[0], []).append(int(fields[3]))
+    chunks = []
+    for chrom, pos in positions.items():
+        pos.sort()
+        start = 0
+        while start < len(pos):
+            end = min(start + variants_per_job, len(pos))
+            while end < len(pos) and pos[end] == pos[end - 1]:
+                end += 1
+            safe = "".join(c for c in chrom if c.isalnum()) or "x"
+            chunks.append({"id": f"c{len(chunks) + 1:05d}-chr{safe}", "chrom": chrom, "start": pos[start],
+                           "end": pos[end - 1], "variants": end - start})
+            start = end
+    if not chunks:
+        raise StepFailed(f"{bim.name} lists no variants", 65)
+    return chunks
+
+
+def inputs(step: Step, args: argparse.Namespace) -> dict[str, Path]:
+    files = {ext: step.input(f"{args.genotypes}.{ext}") for ext in ("bed", "bim", "fam")}
+    files["pheno"] = step.input(args.phenotypes)
+    if args.covariates != "none":
+        files["covar"] = step.input(args.covariates)
+    return files
+
+
+def _trait_counts(pheno: Path, traits: list[str]) -> dict[str, int]:
+    with open(pheno) as fh:
+        header = fh.readline().split()
+        missing = [t for t in traits if t not in header]
+        if missing:
+            raise StepFailed(f"{pheno.name} has no column(s) {missing}; it has {header[2:]}", 65)
+        cols = [header.index(t) for t in traits]
+        counts = dict.fromkeys(traits, 0)
+        for line in fh:
+            fields = line.split()
+            for t, c in zip(traits, cols):
+                counts[t] += fields[c] not in ("NA", "nan", "-9", "")
+    return counts
+
+
+def step1(args) -> None:
+    step = gwas_step("step1", args, ["chunks.json"])
+    if not begin(step):
+        return
+    traits = args.traits.split(",")
+    files = inputs(step, args)
+    counts = _trait_counts(files["pheno"], traits)
+    chunks = chunk_plan(files["bim"], args.variants_per_job)
+    if args.engine == "regenie":
+        argv = ["regenie", "--step", "1", "--bed", str(files["bed"].with_suffix("")), "--phenoFile",
+                str(files["pheno"]), "--phenoColList", args.traits, "--bsize", str(args.block_size), "--lowmem",
+                "--lowmem-prefix", str(step.work / "tmp"), "--threads", str(threads()),
+                "--out", str(output_dir() / "step1" / "fit")]
+        if "covar" in files:
+            argv += ["--covarFile", str(files["covar"])]
+        if args.trait_type == "binary":
+            argv.append("--bt")
+        step.run(argv)
+    plan = {"engine": args.engine, "traits": traits, "chunks": chunks}
+    step.out("chunks.json").write_text(json.dumps(plan, indent=1))
+    mounted = fsx()
+    write_uri(layout.chunk_plan_uri(step.lake, os.environ.get("GENOMICS_DAG_ID", PIPELINE),
+                                    os.environ["GENOMICS_RUN_ID"], mounted["file_system_id"]),
+              json.dumps(plan).encode())  # for Airflow, which cannot read the file system
+    step.finish(chunks=len(chunks), variants=sum(c["variants"] for c in chunks), samples_per_trait=counts)
+
+
+def _float(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number else None  # NaN
+
+
+def _normalise_plink2(path: Path):
+    with open(path) as fh:
+        header = fh.readline().lstrip("#").split()
+        col = {name: i for i, name in enumerate(header)}
+        for line in fh:
+            f = line.split()
+            log10p = _float(f[col["LOG10_P"]])
+            if log10p is None:  # plink2 writes NA where the regression failed
+                continue
+            yield [f[col["CHROM"]], f[col["POS"]], f[col["ID"]], f[col["AX"]], f[col["A1"]], f[col["A1_FREQ"]],
+                   f[col["OBS_CT"]], f[col["BETA"]], f[col["SE"]], log10p]
+
+
+def _normalise_regenie(path: Path):
+    with open(path) as fh:
+        header = fh.readline().split()
+        col = {name: i for i, name in enumerate(header)}
+        for line in fh:
+            f = line.split()
+            log10p = _float(f[col["LOG10P"]])
+            if f[col["TEST"]] != "ADD" or log10p is None:
+                continue
+            yield [f[col["CHROM"]], f[col["GENPOS"]], f[col["ID"]], f[col["ALLELE0"]], f[col["ALLELE1"]],
+                   f[col["A1FREQ"]], f[col["N"]], f[col["BETA"]], f[col["SE"]], log10p]
+
+
+def step2(args) -> None:
+    chunk_id = current_sample()
+    traits = args.traits.split(",")
+    step = gwas_step("step2", args, [f"{t}.tsv" for t in traits], sub=chunk_id)
+    if not begin(step):
+        return
+    plan = json.loads((output_dir() / "step1" / "chunks.json").read_text())
+    chunk = next((c for c in plan["chunks"] if c["id"] == chunk_id), None)
+    if chunk is None:
+        raise StepFailed(f"chunk {chunk_id} is not in step 1's chunk plan", 65)
+    files = inputs(step, args)
+    out = step.work / "assoc"
+    if args.engine == "regenie":
+        argv = ["regenie", "--step", "2", "--bed", str(files["bed"].with_suffix("")), "--phenoFile",
+                str(files["pheno"]), "--phenoColList", args.traits, "--bsize", str(args.block_size),
+                "--pred", str(output_dir() / "step1" / "fit_pred.list"),
+                "--range", f"{chunk['chrom']}:{chunk['start']}-{chunk['end']}", "--threads", str(threads()),
+                "--out", str(out)]
+        if "covar" in files:
+            argv += ["--covarFile", str(files["covar"])]
+        if args.trait_type == "binary":
+            argv += ["--bt", "--firth", "--approx"]
+        step.run(argv)
+        results = {t: _normalise_regenie(Path(f"{out}_{t}.regenie")) for t in traits}
+    else:
+        memory = int(int(os.environ.get("GENOMICS_MEMORY_MIB", "2048")) * 0.75)  # plink2 takes half the host
+        argv = ["plink2", "--bfile", str(files["bed"].with_suffix("")), "--pheno", str(files["pheno"]),
+                "--pheno-name", args.traits, "--chr", chunk["chrom"], "--from-bp", str(chunk["start"]),
+                "--to-bp", str(chunk["end"]), "--glm", "hide-covar", "log10",
+                *([] if "covar" in files else ["allow-no-covars"]),
+                "cols=chrom,pos,ref,alt,ax,a1freq,nobs,beta,se,tz,p", "--threads", str(threads()),
+                "--memory", str(max(memory, 256)), "--out", str(out)]
+        if "covar" in files:
+            argv += ["--covar", str(files["covar"]), "--covar-variance-standardize"]
+        if args.trait_type == "binary":
+            argv.append("--1")
+        step.run(argv)
+        suffix = "glm.logistic.hybrid" if args.trait_type == "binary" else "glm.linear"
+        results = {t: _normalise_plink2(Path(f"{out}.{t}.{suffix}")) for t in traits}
+    tested = {}
+    for trait, rows in results.items():
+        with open(step.out(f"{trait}.tsv"), "w") as fh:
+            fh.write("\t".join(COLUMNS) + "\n")
+            n = 0
+            for row in rows:
+                fh.write("\t".join(map(str, row)) + "\n")
+                n += 1
+        tested[trait] = n
+    step.finish(chunk=chunk, variants_tested=tested)
+
+
+def merge(args) -> None:
+    traits = args.traits.split(",")
+    step = gwas_step("associations", args, [f"{t}.tsv.gz" for t in traits] + ["top_hits.json"])
+    if not begin(step):
+        return
+    plan = json.loads((output_dir() / "step1" / "chunks.json").read_text())
+    chunk_dirs = [output_dir() / "step2" / c["id"] for c in plan["chunks"]]
+    unfinished = [d.name for d in chunk_dirs if not (d / layout.METRICS).is_file()]
+    if unfinished:
+        raise StepFailed(f"{len(unfinished)} step-2 chunk(s) have no results: {unfinished[:10]}", 66)
+    top: dict[str, list] = {}
+    totals = {}
+    for trait in traits:
+        staged = step.work / f"{trait}.tsv"
+        best: list[tuple[float, int, list[str]]] = []
+        n = 0
+        with open(staged, "w") as flat, gzip.open(step.out(f"{trait}.tsv.gz"), "wt") as packed:
+            for handle in (flat, packed):
+                handle.write("\t".join(COLUMNS) + "\n")
+            for directory in chunk_dirs:
+                with open(directory / f"{trait}.tsv") as fh:
+                    fh.readline()
+                    for line in fh:
+                        flat.write(line)
+                        packed.write(line)
+                        fields = line.rstrip("\n").split("\t")
+                        n += 1
+                        item = (float(fields[-1]), -n, fields)
+                        if len(best) < TOP_HITS:
+                            heapq.heappush(best, item)
+                        else:
+                            heapq.heappushpop(best, item)
+        step.stage_file("gwas_associations", staged, "associations.tsv", unit=("phenotype", trait))
+        totals[trait] = n
+        top[trait] = [dict(zip(COLUMNS, fields)) for _, _, fields in sorted(best, reverse=True)]
+    step.out("top_hits.json").write_text(json.dumps(top, indent=1))
+    step.finish(variants=totals, top_hit={t: hits[0]["variant_id"] if hits else None for t, hits in top.items()})
+
+
+COMMANDS = {"step1": (step_args, step1), "step2": (step_args, step2), "merge": (step_args, merge)}
+
+if __name__ == "__main__":
+    sys.exit(main_of(COMMANDS))

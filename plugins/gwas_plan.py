@@ -1,0 +1,191 @@
+"""Planning a regenie GWAS run: the DAG's Params, and the checks of its first task, before any file system is
+created or any job submitted.
+
+- Inputs: a PLINK 1 fileset (``<genotypes>.bed/.bim/.fam``), a phenotype file (FID IID trait...) and an
+  optional covariate file; empty values mean the project's files under ``<lake>/raw/<project>/gwas/``. One
+  listing per input folder finds them; the phenotype file's header line (one ranged read) gives the traits.
+- Engine: ``regenie`` (its image on AWS) or ``plink2 --glm`` (Debian package, what runs locally); ``auto``
+  picks regenie on AWS and plink2 locally. regenie on the local backend needs a regenie on this machine.
+- File system: the folders of the inputs are linked to the run's FSx file system (read once from S3, shared
+  by every job), and its ``/output`` to ``results/regenie_gwas/<version>/project=<p>/``, where the export
+  puts the results. Overlapping links are refused, as FSx refuses them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from typing import Any, Callable
+
+from genomics_steps import layout
+from genomics_steps.gwas import ENGINES, PIPELINE
+
+from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
+from pipeline_plan import LABEL, RunConfigError
+
+FILE_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)+$")
+TRAIT_TYPES = ("quantitative", "binary")
+MAX_TRAITS = 1000
+MAX_LINKS = 8  # data repository associations per file system
+NO_COVARIATES = "none"
+
+
+def gwas_params() -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    label, uri = LABEL.pattern, r"^$|" + FILE_URI.pattern
+    return {
+        "project": Param("demo", type="string", pattern=label, title="Project",
+                         description="Project of the cohort (tags, lake paths, table partitions)."),
+        "genotypes": Param("", type="string", pattern=uri, title="Genotypes",
+                           description="URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam); "
+                                       "empty: the lake's raw/<project>/gwas/cohort."),
+        "phenotypes": Param("", type="string", pattern=uri, title="Phenotypes",
+                            description="URI of a tab-separated file FID IID <trait>...; empty: "
+                                        "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
+        "covariates": Param("", type="string", pattern=r"^none$|" + uri, title="Covariates",
+                            description='URI of a file FID IID <covariate>...; empty: '
+                                        'raw/<project>/gwas/covariates.tsv; "none": no covariates.'),
+        "traits": Param([], type="array", items={"type": "string", "pattern": label}, maxItems=MAX_TRAITS,
+                        uniqueItems=True, title="Traits",
+                        description="Phenotype columns to test; empty: every column of the phenotype file."),
+        "trait_type": Param("quantitative", type="string", enum=list(TRAIT_TYPES), title="Trait type"),
+        "block_size": Param(1000, type="integer", minimum=100, maximum=10000, title="Block size",
+                            description="regenie --bsize: variants per genotype block in both steps."),
+        "variants_per_job": Param(200_000, type="integer", minimum=100, maximum=10_000_000,
+                                  title="Variants per step-2 job",
+                                  description="Step 2 runs as one array job over chunks of at most this many "
+                                              "variants, each within one chromosome."),
+        "engine": Param("auto", type="string", enum=["auto", *ENGINES], title="Association engine",
+                        description="regenie, or plink2 --glm (Debian package, runs locally); auto: regenie on "
+                                    "AWS, plink2 on the local backend."),
+        "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version"),
+        "fsx_deployment_type": Param("SCRATCH_2", type="string", enum=list(DEPLOYMENT_TYPES),
+                                     title="FSx deployment type"),
+        "fsx_capacity_gib": Param(1200, type="integer", minimum=1200, title="FSx capacity (GiB)",
+                                  description="1200, 2400, then steps of 2400."),
+        "fsx_throughput": Param(125, type="integer", enum=list(PERSISTENT_2_THROUGHPUTS),
+                                title="PERSISTENT_2 throughput (MB/s/TiB)"),
+    }
+
+
+def _folder(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] + "/"
+
+
+def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_files: Callable[[str], list[str]],
+              read_head: Callable[[str], bytes], regenie_here: bool) -> dict[str, Any]:
+    """Check ``params`` and plan the run, or raise RunConfigError listing every problem."""
+    problems: list[str] = []
+    project, version = params.get("project"), params.get("pipeline_version")
+    for name, value in (("project", project), ("pipeline_version", version)):
+        if not (isinstance(value, str) and LABEL.match(value)):
+            problems.append(f"{name} {value!r} must match {LABEL.pattern}")
+    if problems:
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+    default = layout.gwas_input_prefix(lake_root, project)
+    uris = {"genotypes": params.get("genotypes") or default + "cohort",
+            "phenotypes": params.get("phenotypes") or default + "phenotypes.tsv",
+            "covariates": params.get("covariates") or default + "covariates.tsv"}
+    for name, value in uris.items():
+        if name == "covariates" and value == NO_COVARIATES:
+            continue
+        if not (isinstance(value, str) and FILE_URI.match(value)):
+            problems.append(f"{name} {value!r} must be an s3:// or file:// URI of a file")
+        elif backend == "aws" and not value.startswith("s3://"):
+            problems.append(f"{name} {value!r} is a local path; on AWS the inputs are S3 objects linked to FSx")
+    traits = params.get("traits") or []
+    if not isinstance(traits, list) or not all(isinstance(t, str) and LABEL.match(t) for t in traits):
+        problems.append(f"traits must be a list of names matching {LABEL.pattern}, got {traits!r}")
+        traits = []
+    elif len(set(traits)) != len(traits):
+        problems.append("traits contains duplicates")
+    trait_type = params.get("trait_type", "quantitative")
+    if trait_type not in TRAIT_TYPES:
+        problems.append(f"trait_type {trait_type!r} must be one of {TRAIT_TYPES}")
+    for name, low, high in (("block_size", 100, 10_000), ("variants_per_job", 100, 10_000_000)):
+        value = params.get(name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            problems.append(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    engine = params.get("engine", "auto")
+    if engine == "auto":
+        engine = "regenie" if backend == "aws" else "plink2"
+    if engine not in ENGINES:
+        problems.append(f"engine {engine!r} must be auto or one of {ENGINES}")
+    elif engine == "regenie" and backend == "local" and not regenie_here:
+        problems.append("engine regenie: regenie is not installed on this machine (Debian does not package it); "
+                        "use engine plink2 here, or regenie on AWS Batch with the docker/gwas image")
+    deployment = params.get("fsx_deployment_type", "SCRATCH_2")
+    if deployment not in DEPLOYMENT_TYPES:
+        problems.append(f"fsx_deployment_type {deployment!r} must be one of {DEPLOYMENT_TYPES}")
+    if not valid_capacity(params.get("fsx_capacity_gib")):
+        problems.append(f"fsx_capacity_gib must be 1200, 2400 or a multiple of 2400, got "
+                        f"{params.get('fsx_capacity_gib')!r}")
+    if deployment == "PERSISTENT_2" and params.get("fsx_throughput") not in PERSISTENT_2_THROUGHPUTS:
+        problems.append(f"fsx_throughput must be one of {PERSISTENT_2_THROUGHPUTS} for PERSISTENT_2")
+    if problems:
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+
+    wanted = {f"{uris['genotypes']}.{ext}" for ext in ("bed", "bim", "fam")} | {uris["phenotypes"]}
+    if uris["covariates"] != NO_COVARIATES:
+        wanted.add(uris["covariates"])
+    folders = sorted({_folder(u) for u in wanted})
+    present = {folder + path for folder in folders for path in list_files(folder)}
+    missing = sorted(wanted - present)
+    if missing:
+        problems.append(f"missing input file(s): {missing}")
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+    header = read_head(uris["phenotypes"]).decode(errors="replace").split("\n", 1)[0].split()
+    if header[:2] != ["FID", "IID"] or len(header) < 3:
+        problems.append(f"{uris['phenotypes']} must start with a header line FID IID <trait>..., got {header[:5]}")
+    else:
+        columns = header[2:]
+        unknown = [t for t in traits if t not in columns]
+        if unknown:
+            problems.append(f"trait(s) {unknown} are not columns of {uris['phenotypes']} ({columns[:20]})")
+        traits = traits or columns
+        bad = [t for t in traits if not LABEL.match(t)]
+        if bad:
+            problems.append(f"phenotype column(s) {bad[:5]} are not usable names ({LABEL.pattern}): "
+                            "rename them or list the traits to test")
+        if len(traits) > MAX_TRAITS:
+            problems.append(f"at most {MAX_TRAITS} traits per run, the file has {len(traits)}")
+    results = layout.results_prefix(lake_root, PIPELINE, version, project)
+    inputs = [f for f in folders if not any(f != g and f.startswith(g) for g in folders)]  # nested: the outer
+    overlapping = [f for f in inputs if f.startswith(results) or results.startswith(f)]
+    if overlapping:
+        problems.append(f"input folder(s) {overlapping} overlap the results prefix {results}: FSx cannot link both")
+    if len(inputs) + 1 > MAX_LINKS:
+        problems.append(f"the inputs are in {len(inputs)} folders; a file system links at most {MAX_LINKS - 1}")
+    if problems:
+        raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+
+    args = ["--engine", engine, "--genotypes", uris["genotypes"], "--phenotypes", uris["phenotypes"],
+            "--covariates", uris["covariates"], "--traits", ",".join(traits), "--trait-type", trait_type,
+            "--block-size", str(params["block_size"]), "--variants-per-job", str(params["variants_per_job"]),
+            "--pipeline-version", version]
+    command = ["python3", "-m", "genomics_steps.gwas"]
+    return {
+        "project": project,
+        "traits": traits,
+        "engine": engine,
+        "inputs": uris,
+        "fsx_inputs": inputs,
+        "results": results,
+        # one key per step: a multiple_outputs XCom is read one level deep
+        **{f"{step}_command": [*command, step, *args] for step in ("step1", "step2", "merge")},
+    }
+
+
+def plan_for_airflow(params: dict[str, Any]) -> dict[str, Any]:
+    from hooks import lake
+    from platform_settings import PlatformSettings
+
+    settings = PlatformSettings.resolve()
+    plan = plan_gwas(dict(params), lake_root=settings.lake_root, backend=settings.backend,
+                     list_files=lambda prefix: lake.list_files(settings, prefix),
+                     read_head=lambda uri: lake.read_head(settings, uri),
+                     regenie_here=shutil.which("regenie") is not None)
+    print(f"regenie_gwas: {len(plan['traits'])} trait(s) {plan['traits'][:10]} with {plan['engine']}; inputs "
+          f"{plan['inputs']}; FSx links {plan['fsx_inputs']} and /output -> {plan['results']}")
+    return plan
