@@ -1,5 +1,5 @@
-"""The README's main command: run the rnaseq and germline DAGs end to end on the local backend, on tiny
-synthetic data made here, then check the science and show the published tables queried by name.
+"""The README's main command: run the rnaseq, germline and regenie_gwas DAGs end to end on the local backend,
+on tiny synthetic data made here, then check the science and show the published tables queried by name.
 
 Run through ./dev demo (which installs the Python dependencies and the job images' tools, and prepares
 Airflow first). Run it again and every sample is already done for the pipeline version: nothing is
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RNA_SAMPLES = ["RNA1", "RNA2", "RNA3"]
 DNA_SAMPLES = ["DNA1", "DNA2", "DNA3"]
 MIN_SPEARMAN, MIN_RECALL = 0.9, 0.9
+GWAS_VARIANTS_PER_JOB = 600  # 2,500 variants: step 2 runs as an array job of 5 chunks
 
 
 def run_dag(dag_id: str, conf: dict) -> bool:
@@ -28,7 +29,7 @@ def run_dag(dag_id: str, conf: dict) -> bool:
     log_path = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")) / f"demo-{dag_id}.log"
     log_path.write_text(proc.stdout + proc.stderr)
     for line in (proc.stdout + proc.stderr).splitlines():
-        if f"{dag_id}: " in line and "sample(s)" in line:  # the plan task's summary
+        if f"{dag_id}: " in line and ("sample(s)" in line or "trait(s)" in line):  # the plan task's summary
             print("    plan: " + line[line.index(f"{dag_id}: "):])
     state = _last_run_state(dag_id)
     if proc.returncode != 0 or state != "success":
@@ -58,6 +59,17 @@ def science(engine, lake: str, project: str) -> list[tuple[str, str, float, bool
     return out
 
 
+def gwas_science(engine, project: str, truth: dict[str, str]) -> list[tuple[str, str, float, bool]]:
+    """Each trait's strongest association must be its planted causal variant: (trait, check, -log10 p, passed)."""
+    _, rows = engine.fetch("SELECT project, phenotype, variant_id, log10p FROM gwas_associations")
+    out = []
+    for trait, causal in truth.items():
+        ranked = sorted(((p10, v) for p, t, v, p10 in rows if (p, t) == (project, trait)), reverse=True)
+        top = ranked[0] if ranked else (0.0, None)
+        out.append((trait, f"top hit is the planted {causal}, -log10 p", top[0], top[1] == causal))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", nargs="?", default="pipelines", choices=["pipelines", "events"])
@@ -84,12 +96,18 @@ def main() -> int:
         return 1
     if not run_dag("germline", {**base, "samples": DNA_SAMPLES}):
         return 1
+    from genomics_steps import synthetic_gwas
+
+    truth = synthetic_gwas.write_cohort(lake, args.project)
+    if not run_dag("regenie_gwas", {"project": args.project, "pipeline_version": args.pipeline_version,
+                                    "variants_per_job": GWAS_VARIANTS_PER_JOB}):
+        return 1
 
     engine = backend.query_engine(settings)
     print("==> science: the published results against the synthetic truth")
-    checks = science(engine, lake, args.project)
+    checks = science(engine, lake, args.project) + gwas_science(engine, args.project, truth)
     for sample, check, value, passed in checks:
-        print(f"    {sample:<6} {check:<42} {value:.3f}  {'ok' if passed else 'BELOW THRESHOLD'}")
+        print(f"    {sample:<7} {check:<42} {value:.3f}  {'ok' if passed else 'BELOW THRESHOLD'}")
 
     from sql import show
 
@@ -110,6 +128,10 @@ PUBLISHED_QUERIES = [
     ("QC across both pipelines (table genomics.qc_metrics)",
      "SELECT pipeline, tool, metric, round(avg(value), 4) AS mean FROM qc_metrics WHERE metric IN "
      "('q30_rate', 'percent_mapped', 'mapped_rate', 'duplicate_rate', 'ts_tv') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+    ("GWAS top hits (table genomics.gwas_associations)",
+     "SELECT phenotype, variant_id, chrom, pos, round(beta, 3) AS beta, round(log10p, 1) AS log10p FROM "
+     "(SELECT *, row_number() OVER (PARTITION BY phenotype ORDER BY log10p DESC) AS r FROM gwas_associations) "
+     "WHERE r <= 2 ORDER BY phenotype, r"),
     ("compute per step (table genomics.job_runs)",
      "SELECT pipeline, step, count(*) AS jobs, round(sum(vcpu_hours) * 3600, 1) AS vcpu_seconds FROM job_runs "
      "GROUP BY 1, 2 ORDER BY 1, 2"),

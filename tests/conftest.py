@@ -52,6 +52,7 @@ class AwsWorld:
     dynamodb: Any
     events: Any
     s3: Any
+    fsx: Any = None
     clients: list = field(default_factory=list)
 
     def queue_depth(self) -> int:
@@ -96,6 +97,7 @@ def create_aws_resources(region: str = REGION) -> dict[str, str]:
 def aws(monkeypatch):
     from moto import mock_aws
 
+    from tests.doubles.fsx_lifecycle import FsxLifecycle
     from tests.doubles.simulated_batch import SimulatedBatch
     from hooks import backend
 
@@ -111,12 +113,17 @@ def aws(monkeypatch):
                 store_refresh_seconds=0.5,
                 reconcile_after_seconds=600,
                 submit_rate_per_second=50,
+                fsx_subnet_id="subnet-0123456789abcdef0",
+                fsx_security_group_ids=["sg-0123456789abcdef0"],
                 **names,
             ),
         )
         sim = SimulatedBatch(boto3.client("events", region_name=REGION), region=REGION, account=ACCOUNT)
+        fsx = FsxLifecycle(boto3.client("fsx", region_name=REGION))
 
         def client(_settings, service):
+            if service == "fsx":
+                return fsx
             c = boto3.client(service, region_name=REGION)
             return sim.attach(c) if service == "batch" else c
 
@@ -128,6 +135,7 @@ def aws(monkeypatch):
             dynamodb=boto3.client("dynamodb", region_name=REGION),
             events=boto3.client("events", region_name=REGION),
             s3=boto3.client("s3", region_name=REGION),
+            fsx=fsx,
         )
 
 

@@ -267,13 +267,14 @@ def test_steps_stage_through_s3(aws):
 def test_job_images_install_the_package_lists_that_dev_installs_locally():
     dev = (ROOT / "dev").read_text()
     assert 'docker/*/packages.txt' in dev
-    tools = {"rnaseq": {"fastp", "salmon"}, "germline": {"bwa", "samtools", "bcftools", "tabix"}}
+    tools = {"rnaseq": {"fastp", "salmon"}, "germline": {"bwa", "samtools", "bcftools", "tabix"}, "gwas": {"plink2"}}
     for image, packages in tools.items():
         listed = {line.split("#")[0].strip() for line in (ROOT / f"docker/{image}/packages.txt").read_text().splitlines()}
         assert packages <= listed
         dockerfile = (ROOT / f"docker/{image}/Dockerfile").read_text()
         assert f"COPY docker/{image}/packages.txt" in dockerfile and "include/genomics_steps" in dockerfile
     assert "FROM apache/airflow:3.3" in (ROOT / "docker/airflow/Dockerfile").read_text()
+    assert "ARG REGENIE_IMAGE=ghcr.io/rgcgithub/regenie/" in (ROOT / "docker/gwas/Dockerfile").read_text()
 
 
 # --- the sample registry -------------------------------------------------------------------------------
