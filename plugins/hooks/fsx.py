@@ -85,8 +85,14 @@ class FsxApi:
         raise ValueError(f"unknown FSx resource kind {kind!r}")
 
 
-def _error_code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+def _unless_missing(call: Callable[[], Any], missing_code: str) -> Any:
+    """``call()``, or None when AWS answers that the resource does not exist."""
+    try:
+        return call()
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") == missing_code:
+            return None
+        raise
 
 
 class AwsFsx(FsxApi):
@@ -116,13 +122,9 @@ class AwsFsx(FsxApi):
         return response["FileSystem"]
 
     def describe(self, file_system_id):
-        try:
-            found = self.client.describe_file_systems(FileSystemIds=[file_system_id])["FileSystems"]
-        except Exception as exc:
-            if _error_code(exc) == "FileSystemNotFound":
-                return None
-            raise
-        return found[0] if found else None
+        found = _unless_missing(lambda: self.client.describe_file_systems(FileSystemIds=[file_system_id]),
+                                "FileSystemNotFound")
+        return found["FileSystems"][0] if found and found["FileSystems"] else None
 
     def list_file_systems(self):
         out = []
@@ -160,23 +162,14 @@ class AwsFsx(FsxApi):
         return response["DataRepositoryTask"]
 
     def describe_task(self, task_id):
-        try:
-            found = self.client.describe_data_repository_tasks(TaskIds=[task_id])["DataRepositoryTasks"]
-        except Exception as exc:
-            if _error_code(exc) == "DataRepositoryTaskNotFound":
-                return None
-            raise
-        return found[0] if found else None
+        found = _unless_missing(lambda: self.client.describe_data_repository_tasks(TaskIds=[task_id]),
+                                "DataRepositoryTaskNotFound")
+        return found["DataRepositoryTasks"][0] if found and found["DataRepositoryTasks"] else None
 
     def delete(self, file_system_id):
-        try:
-            response = self.client.delete_file_system(
-                FileSystemId=file_system_id, LustreConfiguration={"SkipFinalBackup": True})
-        except Exception as exc:
-            if _error_code(exc) == "FileSystemNotFound":
-                return GONE
-            raise
-        return response.get("Lifecycle", "DELETING")
+        response = _unless_missing(lambda: self.client.delete_file_system(
+            FileSystemId=file_system_id, LustreConfiguration={"SkipFinalBackup": True}), "FileSystemNotFound")
+        return GONE if response is None else response.get("Lifecycle", "DELETING")
 
     def mount_path(self, file_system_id):
         return f"{self.mount_root}/{file_system_id}"
