@@ -67,6 +67,14 @@ class PlatformSettings:
     # deletes nothing without it.
     deployment: str = "genomics"
 
+    # --- GEO/SRA ingestion ---------------------------------------------------------------------
+    # Airflow connection for NCBI E-utilities: login = contact email, password = API key (10 requests/s
+    # instead of 3), extra {"tool": "..."}. Optional when ncbi_email is set.
+    ncbi_conn_id: str = "ncbi_eutils"
+    ncbi_email: str | None = None
+    # Local backend: the directory standing in for NCBI GEO and SRA (default <local_home>/ncbi-mirror).
+    ncbi_mirror: str | None = None
+
     # --- behaviour shared by both backends ---------------------------------------------------
     # Deployment-wide SubmitJob budget; AWS fixes the quota at 50 per second per account.
     submit_rate_per_second: float = 40.0
@@ -126,6 +134,13 @@ class PlatformSettings:
                 return self.lake_uri.rstrip("/")
             return Path(self.lake_uri).resolve().as_uri()
         return (self.local_home_path / "lake").resolve().as_uri()
+
+    @property
+    def ncbi_mirror_path(self) -> Path | None:
+        """The local stand-in for NCBI, on the local backend only; None means the real NCBI."""
+        if self.backend != "local":
+            return None
+        return Path(self.ncbi_mirror) if self.ncbi_mirror else self.local_home_path / "ncbi-mirror"
 
     @property
     def local_catalog_path(self) -> Path:

@@ -56,6 +56,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("variant_calls", "variants/variant_calls", "variant_calls"),
         TableSpec("gwas_associations", "gwas/gwas_associations", "gwas_associations", unit_column="phenotype"),
         TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True),
+        TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
     )
 }
 

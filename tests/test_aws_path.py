@@ -292,7 +292,9 @@ def test_one_consumer_serves_every_waiting_trigger(aws):
     assert all(e["status"] == "success" for e in events)
     assert len(hubs) == 1
     assert hubs[0].stats["describe_jobs_calls"] == 0
-    assert hubs[0].stats["events"] >= 200  # RUNNING and SUCCEEDED for each job, through one consumer
+    # every job's SUCCEEDED came through the one consumer; SQS may deliver a RUNNING after it, and the hub
+    # stops once no trigger waits, so not every RUNNING is necessarily read
+    assert hubs[0].stats["events"] >= 100
 
 
 def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypatch):

@@ -9,6 +9,8 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
+    <lake>/ingest/<project>/samples/<GSM>.json                a GEO sample's SRA runs (geo_ingestion writes it)
+    <lake>/reports/geo_ingestion/<project>/<GSE>/             a series' MultiQC report
 
 A step is complete when its metrics.json exists: it is written after every output, so its presence means
 all of them are there. A sample is complete for a pipeline version when all of its steps are.
@@ -78,3 +80,17 @@ def gwas_input_prefix(lake: str, project: str) -> str:
 def chunk_plan_uri(lake: str, dag_id: str, run_id: str, file_system_id: str) -> str:
     """Where GWAS step 1 leaves the step-2 chunk plan for Airflow (it cannot read the FSx file system)."""
     return f"{lake.rstrip('/')}/manifests/{dag_id}/{run_key(run_id)}/{file_system_id}/chunks.json"
+
+
+def ingest_record_uri(lake: str, project: str, sample: str) -> str:
+    """A GEO sample's record for its download job: series, SRA runs and library layout."""
+    return f"{lake.rstrip('/')}/ingest/{project}/samples/{sample}.json"
+
+
+def series_report_prefix(lake: str, project: str, series: str) -> str:
+    return f"{lake.rstrip('/')}/reports/geo_ingestion/{project}/{series}/"
+
+
+def mirror_archive(mirror: str, run: str) -> str:
+    """Where the local stand-in for SRA keeps a run's archive (hooks.ncbi_mirror)."""
+    return f"{mirror.rstrip('/')}/sra-archives/{run}.sra"

@@ -20,6 +20,21 @@ PIPELINE = "rnaseq"
 STEPS = ["fastp", "salmon_quant"]  # a sample is done when both are complete
 
 
+def fastp_figures(report: dict) -> dict:
+    """The QC figures of a fastp JSON report: reads before and after its filters, and the kept reads' Q30
+    rate and GC content (q30_rate_raw: the Q30 rate of the reads as sequenced)."""
+    before, after = report["summary"]["before_filtering"], report["summary"]["after_filtering"]
+    return {
+        "reads_before": before["total_reads"],
+        "reads_after": after["total_reads"],
+        "q30_rate": after["q30_rate"],
+        "q30_rate_raw": before["q30_rate"],
+        "gc_content": after["gc_content"],
+        "duplication_rate": report.get("duplication", {}).get("rate", 0.0),
+        "adapter_trimmed_reads": report.get("adapter_cutting", {}).get("adapter_trimmed_reads", 0),
+    }
+
+
 def salmon_index(args) -> None:
     step = Step.for_index("salmon_index", args, "salmon", ["index.tar.gz"], ["salmon"])
     if not begin(step):
@@ -42,18 +57,9 @@ def fastp(args) -> None:
     step.run(["fastp", "-i", str(r1), "-I", str(r2), "-o", str(step.out("trimmed_R1.fastq.gz")),
               "-O", str(step.out("trimmed_R2.fastq.gz")), "-j", str(step.out("fastp.json")),
               "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
-    report = json.loads(step.out("fastp.json").read_text())
-    before, after = report["summary"]["before_filtering"], report["summary"]["after_filtering"]
-    if not after["total_reads"]:  # fastp accepts empty or unparsable FASTQ and keeps nothing: stop here
-        raise StepFailed(f"fastp kept no reads (it read {before['total_reads']}): are {r1_uri} and {r2_uri} FASTQ?")
-    qc = {
-        "reads_before": before["total_reads"],
-        "reads_after": after["total_reads"],
-        "q30_rate": after["q30_rate"],
-        "gc_content": after["gc_content"],
-        "duplication_rate": report.get("duplication", {}).get("rate", 0.0),
-        "adapter_trimmed_reads": report.get("adapter_cutting", {}).get("adapter_trimmed_reads", 0),
-    }
+    qc = fastp_figures(json.loads(step.out("fastp.json").read_text()))
+    if not qc["reads_after"]:  # fastp accepts empty or unparsable FASTQ and keeps nothing: stop here
+        raise StepFailed(f"fastp kept no reads (it read {qc['reads_before']}): are {r1_uri} and {r2_uri} FASTQ?")
     step.stage_qc("fastp", qc)
     step.finish(**qc)
 

@@ -41,6 +41,9 @@ _VERSIONS: dict[str, tuple[list[str], str]] = {
     "tabix": (["tabix", "--version"], r"tabix \(htslib\) (\S+)"),
     "plink2": (["plink2", "--version"], r"PLINK (v\S+)"),
     "regenie": (["regenie", "--version"], r"(v?\d[\w.]*)"),
+    "fasterq-dump": (["fasterq-dump", "--version"], r"fasterq-dump : (\S+)"),
+    "pigz": (["pigz", "--version"], r"pigz (\S+)"),
+    "multiqc": (["multiqc", "--version"], r"version (\S+)"),
 }
 
 
@@ -87,8 +90,10 @@ class Step:
         pipeline: str | None = None,
         sample: str | None = None,
         pipeline_version: str | None = None,
+        placed: dict[str, str] | None = None,
     ):
         self.name = name
+        self.placed = dict(placed or {})  # outputs written elsewhere than the step's prefix: name -> URI
         self.prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
         self.outputs = list(outputs)
         self.force = force
@@ -105,13 +110,15 @@ class Step:
 
     @classmethod
     def for_sample(cls, pipeline: str, name: str, args: argparse.Namespace, outputs: list[str],
-                   tools: list[str]) -> Step:
-        """The step ``name`` of this job's sample: outputs under results/<pipeline>/<version>/.../<name>/."""
+                   tools: list[str], placed: dict[str, str] | None = None) -> Step:
+        """The step ``name`` of this job's sample: outputs under results/<pipeline>/<version>/.../<name>/,
+        except those ``placed`` (output name -> URI, given the sample id)."""
         sample = current_sample()
         prefix = layout.step_prefix(os.environ["GENOMICS_LAKE_URI"], pipeline, args.pipeline_version,
                                     os.environ["GENOMICS_PROJECT"], sample, name)
         return cls(name, output_prefix=prefix, outputs=outputs, tools=tools, force=truthy(args.force),
-                   pipeline=pipeline, sample=sample, pipeline_version=args.pipeline_version)
+                   pipeline=pipeline, sample=sample, pipeline_version=args.pipeline_version,
+                   placed={k: v.format(sample=sample) for k, v in (placed or {}).items()})
 
     @classmethod
     def for_index(cls, name: str, args: argparse.Namespace, tool: str, outputs: list[str],
@@ -121,7 +128,7 @@ class Step:
         return cls(name, output_prefix=prefix, outputs=outputs, tools=tools, force=truthy(args.force))
 
     def uri(self, output: str) -> str:
-        return self.prefix + output
+        return self.placed.get(output, self.prefix + output)
 
     def sibling(self, step: str) -> str:
         """The output prefix of another step of the same sample (an earlier step's outputs are inputs here)."""

@@ -2,7 +2,13 @@
 
 A sample is keyed by (project, sample_id); its status moves discovered -> downloading -> downloaded ->
 qc_passed / qc_failed -> approved / rejected (geo_ingestion drives it). The pipelines read it to resolve
-``samples: "all approved"``. Writes are upserts, so a rerun or backfill never duplicates a sample.
+``samples: "all approved"``.
+
+- ``register`` creates a sample as discovered only if it is absent: registering again (a rerun, a backfill)
+  changes nothing, so an approved sample never falls back to discovered;
+- ``transition`` moves a sample only from the statuses the caller names (a conditional write on both
+  backends), so two runs racing on one sample cannot both move it, and a late writer cannot undo a review;
+- ``upsert`` sets a status unconditionally (for operators' repairs and tests).
 """
 
 from __future__ import annotations
@@ -15,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("discovered", "downloading", "downloaded", "qc_passed", "qc_failed", "approved", "rejected")
+# The statuses a sample may move to each status from (geo_ingestion's transitions).
+MOVES_TO: dict[str, tuple[str, ...]] = {
+    "downloading": ("discovered", "downloading"),
+    "downloaded": ("discovered", "downloading"),
+    "qc_passed": ("downloaded",),
+    "qc_failed": ("downloaded",),
+    "approved": ("qc_passed",),
+    "rejected": ("qc_passed",),
+}
 
 
 class SampleRegistry(ABC):
@@ -26,6 +41,18 @@ class SampleRegistry(ABC):
     def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
         """The project's samples (with ``status`` only, if given), sorted by sample id."""
 
+    @abstractmethod
+    def register(self, project: str, sample_id: str, **attributes: Any) -> bool:
+        """Create the sample as discovered with ``attributes`` if it is absent; True if it was created."""
+
+    @abstractmethod
+    def transition(self, project: str, sample_id: str, status: str, **attributes: Any) -> bool:
+        """Move the sample to ``status`` (and merge ``attributes``) only if its status is one that
+        MOVES_TO[status] allows; True if it moved, False if it was absent or elsewhere."""
+
+    def get(self, project: str, sample_id: str) -> dict[str, Any] | None:
+        return next((s for s in self.samples(project) if s["sample_id"] == sample_id), None)
+
     def approved(self, project: str) -> list[str]:
         return [s["sample_id"] for s in self.samples(project, "approved")]
 
@@ -33,6 +60,12 @@ class SampleRegistry(ABC):
     def _check(status: str) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown sample status {status!r}; one of {STATUSES}")
+
+    @staticmethod
+    def _sources(status: str) -> tuple[str, ...]:
+        if status not in MOVES_TO:
+            raise ValueError(f"no sample moves to {status!r} by a transition; one of {sorted(MOVES_TO)}")
+        return MOVES_TO[status]
 
 
 class SqliteSampleRegistry(SampleRegistry):
@@ -58,6 +91,26 @@ class SqliteSampleRegistry(SampleRegistry):
                          "SET status = excluded.status, attributes = excluded.attributes, updated = excluded.updated",
                          (project, sample_id, status, json.dumps(merged, sort_keys=True), time.time()))
 
+    def register(self, project: str, sample_id: str, **attributes: Any) -> bool:
+        with self._conn() as conn:
+            cursor = conn.execute("INSERT INTO samples VALUES (?, ?, 'discovered', ?, ?) ON CONFLICT DO NOTHING",
+                                  (project, sample_id, json.dumps(attributes, sort_keys=True), time.time()))
+            return cursor.rowcount == 1
+
+    def transition(self, project: str, sample_id: str, status: str, **attributes: Any) -> bool:
+        sources = self._sources(status)
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")  # read and write as one: no other writer in between
+            row = conn.execute("SELECT status, attributes FROM samples WHERE project = ? AND sample_id = ?",
+                               (project, sample_id)).fetchone()
+            if row is None or row["status"] not in sources:
+                return False
+            merged = {**json.loads(row["attributes"]), **attributes}
+            conn.execute("UPDATE samples SET status = ?, attributes = ?, updated = ? WHERE project = ? AND "
+                         "sample_id = ?", (status, json.dumps(merged, sort_keys=True), time.time(), project,
+                                            sample_id))
+            return True
+
     def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM samples WHERE project = ?", [project]
         if status:
@@ -76,17 +129,49 @@ class DynamoDbSampleRegistry(SampleRegistry):
         self.client = client
         self.table = table
 
-    def upsert(self, project: str, sample_id: str, status: str, **attributes: Any) -> None:
-        self._check(status)
+    def _key(self, project: str, sample_id: str) -> dict[str, Any]:
+        return {"project": {"S": project}, "sample_id": {"S": sample_id}}
+
+    @staticmethod
+    def _update(status: str, attributes: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """SET status, updated and each attribute (JSON in a string), through placeholders only."""
         names = {"#status": "status", "#updated": "updated"}
         values: dict[str, Any] = {":status": {"S": status}, ":updated": {"N": repr(time.time())}}
         sets = ["#status = :status", "#updated = :updated"]
         for i, (key, value) in enumerate(sorted(attributes.items())):
             names[f"#a{i}"], values[f":a{i}"] = key, {"S": json.dumps(value)}
             sets.append(f"#a{i} = :a{i}")
-        self.client.update_item(TableName=self.table, Key={"project": {"S": project}, "sample_id": {"S": sample_id}},
-                                UpdateExpression="SET " + ", ".join(sets), ExpressionAttributeNames=names,
-                                ExpressionAttributeValues=values)
+        return "SET " + ", ".join(sets), names, values
+
+    def upsert(self, project: str, sample_id: str, status: str, **attributes: Any) -> None:
+        self._check(status)
+        expression, names, values = self._update(status, attributes)
+        self.client.update_item(TableName=self.table, Key=self._key(project, sample_id), UpdateExpression=expression,
+                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def register(self, project: str, sample_id: str, **attributes: Any) -> bool:
+        item = {**self._key(project, sample_id), "status": {"S": "discovered"},
+                "updated": {"N": repr(time.time())},
+                **{k: {"S": json.dumps(v)} for k, v in attributes.items()}}
+        try:
+            self.client.put_item(TableName=self.table, Item=item,
+                                 ConditionExpression="attribute_not_exists(sample_id)")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def transition(self, project: str, sample_id: str, status: str, **attributes: Any) -> bool:
+        sources = self._sources(status)
+        expression, names, values = self._update(status, attributes)
+        values.update({f":from{i}": {"S": s} for i, s in enumerate(sources)})
+        condition = "#status IN (" + ", ".join(f":from{i}" for i in range(len(sources))) + ")"
+        try:
+            self.client.update_item(TableName=self.table, Key=self._key(project, sample_id),
+                                    UpdateExpression=expression, ConditionExpression=condition,
+                                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False  # absent (the condition fails on a missing status too) or in another status
+        return True
 
     def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "project = :p",

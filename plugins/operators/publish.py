@@ -21,7 +21,7 @@ class PublishTableOperator(BaseOperator):
     """Publish one table (see ``publishing.TABLES``) for one project's units.
 
     :param table: the table to publish: qc_metrics, transcript_quant, gene_quant, variant_calls,
-        gwas_associations or job_runs.
+        gwas_associations, job_runs or ingest_qc.
     :param project: project the units belong to (partition value). Templated.
     :param pipeline: pipeline that produced the rows. Templated.
     :param pipeline_version: version of the pipeline (a column; also the default staging scope). Templated.

@@ -1,0 +1,135 @@
+"""GEO/SRA ingestion steps (image docker/ingest: sra-toolkit, pigz, fastp, multiqc).
+
+    python -m genomics_steps.ingest download --pipeline-version V [--force true]
+    python -m genomics_steps.ingest qc --pipeline-version V --min-reads N --min-q30-rate F [--force true]
+    python -m genomics_steps.ingest multiqc --pipeline-version V --series GSE --samples GSM1 GSM2 ...
+
+``download`` fetches each SRA run of the job's GEO sample (``prefetch`` from NCBI; on the local backend a copy
+from the mirror directory standing in for SRA, GENOMICS_SRA_MIRROR), unpacks it with ``fasterq-dump`` and
+writes the runs joined and compressed as the lake's raw/<project>/<GSM>_R1.fastq.gz and _R2, where the
+pipelines read reads. ``qc`` runs fastp on them, stages its metrics and a verdict (qc_metrics, ingest_qc);
+``multiqc`` writes a series' MultiQC report from its samples' fastp reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from genomics_steps import layout
+from genomics_steps.rnaseq import fastp_figures
+from genomics_steps.runtime import download as fetch_uri, exists_uri, read_uri
+from genomics_steps.step import Step, StepFailed, begin, main_of, sample_step_args, threads
+
+PIPELINE = "geo_ingestion"
+STEPS = ["download", "qc"]
+RAW = {"R1": "{lake}/raw/{project}/{{sample}}_R1.fastq.gz", "R2": "{lake}/raw/{project}/{{sample}}_R2.fastq.gz"}
+
+
+def _raw_placed() -> dict[str, str]:
+    lake, project = os.environ["GENOMICS_LAKE_URI"].rstrip("/"), os.environ["GENOMICS_PROJECT"]
+    return {f"{mate}.fastq.gz": pattern.format(lake=lake, project=project) for mate, pattern in RAW.items()}
+
+
+def download(args) -> None:
+    step = Step.for_sample(PIPELINE, "download", args, ["R1.fastq.gz", "R2.fastq.gz"], ["fasterq-dump", "pigz"],
+                           placed=_raw_placed())
+    if not begin(step):
+        return
+    record = json.loads(read_uri(layout.ingest_record_uri(step.lake, step.project, step.sample)))
+    if record.get("layout") != "PAIRED" or not record.get("runs"):
+        raise StepFailed(f"{step.sample}: ingestion takes paired-end samples with SRA runs, got {record}")
+    mirror = os.environ.get("GENOMICS_SRA_MIRROR", "")
+    fastq = step.work / "fastq"
+    mates: dict[int, list[str]] = {1: [], 2: []}
+    for run in record["runs"]:
+        if mirror:  # the local stand-in for SRA (a directory): the archive prefetch would have fetched
+            archive = fetch_uri(Path(layout.mirror_archive(mirror, run)).resolve().as_uri(),
+                                step.work / "sra" / f"{run}.sra")
+        else:
+            step.run(["prefetch", run, "--max-size", "500G", "--output-file", str(step.work / "sra" / f"{run}.sra")])
+            archive = step.work / "sra" / f"{run}.sra"
+        step.run(["fasterq-dump", str(archive), "--split-files", "--threads", str(threads()),
+                  "--outdir", str(fastq), "--temp", str(step.work / "tmp")])
+        archive.unlink()  # keep the job's disk to one run's archive at a time
+        for mate in (1, 2):
+            path = fastq / f"{run}_{mate}.fastq"
+            if not path.is_file():
+                raise StepFailed(f"fasterq-dump wrote no {path.name}: is {run} paired-end?")
+            mates[mate].append(str(path))
+    for mate in (1, 2):
+        step.pipe([["cat", *mates[mate]], ["pigz", "-p", str(threads()), "-c"]], stdout=step.out(f"R{mate}.fastq.gz"))
+    shutil.rmtree(fastq)
+    step.finish(runs=record["runs"], series=record.get("series"))
+
+
+def qc(args) -> None:
+    step = Step.for_sample(PIPELINE, "qc", args, ["fastp.json", "fastp.html"], ["fastp"])
+    if not begin(step):
+        return
+    series = json.loads(read_uri(layout.ingest_record_uri(step.lake, step.project, step.sample))).get("series", "")
+    raw = _raw_placed()
+    r1 = step.input(raw["R1.fastq.gz"].format(sample=step.sample))
+    r2 = step.input(raw["R2.fastq.gz"].format(sample=step.sample))
+    step.run(["fastp", "-i", str(r1), "-I", str(r2), "-j", str(step.out("fastp.json")),
+              "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
+    metrics = fastp_figures(json.loads(step.out("fastp.json").read_text()))
+    metrics["q30_rate"] = metrics.pop("q30_rate_raw")  # judged on the reads as sequenced, not fastp's survivors
+    problems = []
+    if metrics["reads_after"] < args.min_reads:
+        problems.append(f"{metrics['reads_after']} reads pass fastp's filters, fewer than {args.min_reads}")
+    if metrics["q30_rate"] < args.min_q30_rate:
+        problems.append(f"Q30 rate {metrics['q30_rate']:.3f} is below {args.min_q30_rate}")
+    verdict = "qc_failed" if problems else "qc_passed"
+    reason = "; ".join(problems)
+    step.stage_qc("fastp", metrics)
+    step.stage_rows("ingest_qc", ["series_id", "reads_before", "reads_after", "q30_rate", "gc_content",
+                                  "duplication_rate", "verdict", "reason"],
+                    [[series, metrics["reads_before"], metrics["reads_after"], metrics["q30_rate"],
+                      metrics["gc_content"], metrics["duplication_rate"], verdict, reason]], "fastp.tsv")
+    step.finish(**metrics, series=series, verdict=verdict, reason=reason, min_reads=args.min_reads, min_q30_rate=args.min_q30_rate)
+
+
+def multiqc(args) -> None:
+    lake, project = os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"]
+    step = Step("multiqc", output_prefix=layout.series_report_prefix(lake, project, args.series),
+                outputs=["multiqc_report.html"], tools=["multiqc"], force=True)
+    reports = step.work / "fastp"
+    reports.mkdir()
+    found = []
+    for sample in args.samples:
+        uri = layout.step_prefix(lake, PIPELINE, args.pipeline_version, project, sample, "qc") + "fastp.json"
+        if exists_uri(uri):  # a sample whose download or QC failed has no report yet
+            shutil.copy(step.input(uri, f"{sample}.json"), reports / f"{sample}.fastp.json")
+            found.append(sample)
+    if not found:
+        raise StepFailed(f"no sample of {args.series} has a fastp report yet")
+    step.run(["multiqc", str(reports), "--outdir", str(step.work / "mq"), "--filename", "multiqc_report.html",
+              "--title", f"{args.series} ({project})", "--fn_as_s_name", "--no-data-dir", "--force"])
+    (step.work / "mq" / "multiqc_report.html").replace(step.out("multiqc_report.html"))
+    step.finish(series=args.series, samples=found)
+
+
+def _qc_args(parser) -> None:
+    sample_step_args(parser)
+    parser.add_argument("--min-reads", type=int, required=True)
+    parser.add_argument("--min-q30-rate", type=float, required=True)
+
+
+def _multiqc_args(parser) -> None:
+    parser.add_argument("--pipeline-version", required=True)
+    parser.add_argument("--series", required=True)
+    parser.add_argument("--samples", nargs="+", required=True)
+
+
+COMMANDS = {
+    "download": (sample_step_args, download),
+    "qc": (_qc_args, qc),
+    "multiqc": (_multiqc_args, multiqc),
+}
+
+if __name__ == "__main__":
+    sys.exit(main_of(COMMANDS))

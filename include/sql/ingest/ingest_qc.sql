@@ -1,0 +1,16 @@
+-- One row per ingested GEO sample: its series, fastp's figures and the QC verdict the reviewer saw.
+SELECT
+  {{ pipeline }} AS pipeline,
+  {{ pipeline_version }} AS pipeline_version,
+  {{ run_key }} AS run_key,
+  series_id,
+  reads_before,
+  reads_after,
+  q30_rate,
+  gc_content,
+  duplication_rate,
+  verdict,
+  reason,
+  {{ project }} AS project,
+  {{ unit_column }}
+FROM {{ database }}.{{ staging_table }}

@@ -1,0 +1,222 @@
+"""GEO/SRA ingestion's decisions, outside Airflow so they are tested directly: the date window of a run, which
+samples to register, download and QC, and what each job's outcome does to the sample registry.
+
+A run covers the whole UTC days of its data interval. Everything it does is keyed by accession and guarded by
+the registry's conditional transitions, so running a day again (a retry, a rerun, a backfill) registers,
+downloads and QCs nothing twice and never undoes a review:
+
+    search     series published in the window, their samples and SRA runs (E-utilities)
+    register   new paired-end samples -> discovered; each sample's record (runs, series) for its jobs
+    plan       samples not yet QC'd -> downloading; units of up to ARRAY_CHUNK samples for array jobs
+    outcomes   download done -> downloaded; QC verdict -> qc_passed / qc_failed; which series to report on
+               and which to put to a reviewer (those with samples that passed QC and await review)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from hooks.eutils import GSE, GSM, check_query
+from hooks.sample_registry import SampleRegistry
+from pipeline_plan import LABEL
+
+ARRAY_CHUNK = 500
+DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Type] AND "Homo sapiens"[Organism]'
+MAX_SERIES = 2000
+UNDECIDED = ("discovered", "downloading", "downloaded")
+
+
+class IngestConfigError(ValueError):
+    """The run config or the data interval cannot run."""
+
+
+def ingestion_params() -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    return {
+        "project": Param("geo", type="string", pattern=LABEL.pattern, title="Project",
+                         description="Registry project and lake folder (raw/<project>/) the samples go to."),
+        "query": Param(DEFAULT_QUERY, type="string", minLength=1, maxLength=500, title="GEO search term",
+                       description="Entrez term for GEO DataSets; the run adds its date window and "
+                                   "'gse[Entry Type]'."),
+        "max_series": Param(200, type="integer", minimum=1, maximum=MAX_SERIES, title="Series per run",
+                            description="At most this many series per run (oldest accession first)."),
+        "min_reads": Param(1000, type="integer", minimum=1, title="QC: minimum reads",
+                           description="Reads that pass fastp's filters; fewer fails QC. Raise it for "
+                                       "production (millions for RNA-seq)."),
+        "min_q30_rate": Param(0.8, type="number", minimum=0, maximum=1, title="QC: minimum Q30 rate",
+                              description="Fraction of bases at Q30 or better; lower fails QC."),
+        "pipeline_version": Param("1.0", type="string", pattern=LABEL.pattern, title="Ingestion version",
+                                  description="Download and QC outputs are keyed by it."),
+    }
+
+
+def window(start: datetime | None, end: datetime | None) -> tuple[date, date]:
+    """The whole UTC days a data interval [start, end) touches: (first day, last day), both inclusive."""
+    if start is None or end is None:
+        raise IngestConfigError("geo_ingestion needs a data interval: run it on its schedule, by backfill, or "
+                                "trigger it with a logical date")
+    if end <= start:
+        raise IngestConfigError(f"empty data interval [{start}, {end})")
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    if (last - first).days > 366:
+        raise IngestConfigError(f"data interval of {(last - first).days + 1} days: backfill a long range as "
+                                "daily runs instead")
+    return first, last
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Everything the tasks use from the run config, checked (the trigger form checks the same schemas)."""
+    problems = []
+    for name in ("project", "pipeline_version"):
+        if not (isinstance(params.get(name), str) and LABEL.match(params[name])):
+            problems.append(f"{name} {params.get(name)!r} must match {LABEL.pattern}")
+    try:
+        check_query(params.get("query"))
+    except ValueError as exc:
+        problems.append(str(exc))
+    if not (isinstance(params.get("max_series"), int) and 1 <= params["max_series"] <= MAX_SERIES):
+        problems.append(f"max_series must be an integer from 1 to {MAX_SERIES}")
+    if not (isinstance(params.get("min_reads"), int) and params["min_reads"] >= 1):
+        problems.append("min_reads must be a positive integer")
+    if not (isinstance(params.get("min_q30_rate"), (int, float)) and 0 <= params["min_q30_rate"] <= 1):
+        problems.append("min_q30_rate must be a number from 0 to 1")
+    if problems:
+        raise IngestConfigError("run config refused:\n - " + "\n - ".join(problems))
+    return dict(params)
+
+
+def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]],
+             write_record: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
+    """Register the window's paired-end samples (new ones as discovered; known ones untouched) and write each
+    sample's record for its jobs. Returns the samples by series and what was skipped, and why."""
+    by_series: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    new = 0
+    for s in series:
+        if not GSE.match(s["gse"]):
+            continue
+        kept = []
+        for sample in s["samples"]:
+            if not GSM.match(sample["gsm"]):
+                continue
+            if sample["layout"] != "PAIRED" or not sample["runs"]:
+                skipped.append(f"{sample['gsm']} ({s['gse']}): "
+                               + ("no public SRA run" if not sample["runs"] else f"{sample['layout']} library; "
+                                  "the pipelines take paired-end reads"))
+                continue
+            record = {"sample_id": sample["gsm"], "series": s["gse"], "runs": sample["runs"],
+                      "layout": sample["layout"], "organism": sample["organism"], "published": s["published"]}
+            write_record(sample["gsm"], record)  # the same content every time: rewriting is harmless
+            new += registry.register(project, sample["gsm"], series=s["gse"], title=sample["title"],
+                                     runs=sample["runs"], organism=sample["organism"], published=s["published"],
+                                     series_title=s["title"], bases=sample["bases"])
+            kept.append(sample["gsm"])
+        if kept:
+            by_series[s["gse"]] = kept
+    return {"by_series": by_series, "skipped": skipped, "new": new}
+
+
+def plan_work(registry: SampleRegistry, project: str, by_series: dict[str, list[str]]) -> dict[str, Any]:
+    """The window's samples still to download or QC, marked downloading, in units for array jobs."""
+    status = {s["sample_id"]: s["status"] for s in registry.samples(project)}
+    todo = sorted(g for samples in by_series.values() for g in samples if status.get(g) in UNDECIDED)
+    for gsm in todo:
+        if status[gsm] != "downloaded":
+            registry.transition(project, gsm, "downloading")
+    return {"todo": todo, "units": [todo[i : i + ARRAY_CHUNK] for i in range(0, len(todo), ARRAY_CHUNK)]}
+
+
+def record_outcomes(registry: SampleRegistry, project: str, by_series: dict[str, list[str]], todo: list[str],
+                    read_metrics: Callable[[str, str], dict[str, Any] | None]) -> dict[str, Any]:
+    """Move each sample of ``todo`` as its jobs' metrics.json say (``read_metrics(sample, step)``, None if the
+    step did not finish). Returns the samples QC'd now, the series to report on and the series to review."""
+    qc_done, failed = [], []
+    for gsm in todo:
+        downloaded = read_metrics(gsm, "download")
+        if downloaded is None:
+            failed.append(gsm)
+            continue
+        registry.transition(project, gsm, "downloaded", downloaded_runs=downloaded["metrics"].get("runs"))
+        qc = read_metrics(gsm, "qc")
+        if qc is None:
+            failed.append(gsm)
+            continue
+        m = qc["metrics"]
+        registry.transition(project, gsm, m["verdict"], reads=m["reads_after"], q30_rate=m["q30_rate"],
+                            gc_content=m["gc_content"], qc_reason=m["reason"])
+        qc_done.append(gsm)
+    status = {s["sample_id"]: s["status"] for s in registry.samples(project)}
+    report = sorted(gse for gse, samples in by_series.items() if set(samples) & set(qc_done))
+    review = sorted(gse for gse, samples in by_series.items() if any(status.get(g) == "qc_passed" for g in samples))
+    return {"qc_done": qc_done, "incomplete": failed,
+            "reports": [{"series": gse, "samples": by_series[gse]} for gse in report],
+            "review": review}
+
+
+def series_summary(registry: SampleRegistry, project: str, series: str) -> list[dict[str, Any]]:
+    """The samples of one series in the registry (for the reviewer), by sample id."""
+    return [s for s in registry.samples(project) if s.get("series") == series]
+
+
+def review_body(series: str, samples: list[dict[str, Any]], report_uri: str) -> str:
+    """The reviewer's page: where the MultiQC report is, and each sample's QC figures (Markdown)."""
+    title = next((s.get("series_title") for s in samples if s.get("series_title")), "")
+    lines = [f"**{series}**: {title}", "", f"MultiQC report: `{report_uri}`", "",
+             "| sample | status | reads | Q30 rate | note |", "|---|---|---|---|---|"]
+    for s in samples:
+        q30 = s.get("q30_rate")
+        lines.append(f"| {s['sample_id']} | {s['status']} | {s.get('reads', '')} | "
+                     f"{'' if q30 is None else f'{q30:.3f}'} | {s.get('qc_reason', '')} |")
+    lines += ["", "**Approve** makes the samples that passed QC eligible for the pipelines "
+                  '(`samples: "all approved"`); **Reject** marks them rejected. Say why in *reason*. '
+                  "Samples that failed QC stay qc_failed either way."]
+    return "\n".join(lines)
+
+
+def record_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, indent=1, sort_keys=True)
+
+
+def eutils_client(settings: Any, **kwargs: Any) -> Any:
+    """The E-utilities client of this deployment: NCBI with the ``ncbi_conn_id`` connection's email and API
+    key, or, on the local backend, the mirror directory standing in for NCBI (same client, same limits)."""
+    from hooks.eutils import EutilsClient, HttpTransport
+    from hooks.ncbi_mirror import MirrorTransport
+
+    email, api_key, tool = settings.ncbi_email, None, "genomics-airflow"
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(settings.ncbi_conn_id)
+    except Exception:  # no such connection: the ncbi_email setting and no API key (3 requests/s)
+        conn = None
+    if conn is not None:
+        email = conn.login or email
+        api_key = conn.password or None
+        tool = (conn.extra_dejson or {}).get("tool", tool)
+    mirror = settings.ncbi_mirror_path
+    if mirror is not None:
+        return EutilsClient(MirrorTransport(mirror), tool=tool, email=email or "local-mirror@localhost",
+                            api_key=api_key, **kwargs)
+    return EutilsClient(HttpTransport(), tool=tool, email=email or "", api_key=api_key, **kwargs)
+
+
+def read_step_metrics(settings: Any, params: dict[str, Any]) -> Callable[[str, str], dict[str, Any] | None]:
+    """``(sample, step) -> metrics.json`` of that step of this ingestion version, or None if it did not finish."""
+    from genomics_steps import layout
+
+    from hooks import lake
+
+    def read(sample: str, step: str) -> dict[str, Any] | None:
+        uri = layout.step_prefix(settings.lake_root, "geo_ingestion", params["pipeline_version"],
+                                 params["project"], sample, step) + layout.METRICS
+        try:
+            return json.loads(lake.read_head(settings, uri, 1024 * 1024))
+        except FileNotFoundError:
+            return None
+
+    return read

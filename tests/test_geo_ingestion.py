@@ -1,0 +1,397 @@
+"""GEO/SRA ingestion: the E-utilities client (rate limits, retries, history paging, parsing recorded responses),
+the date windows, the sample registry's transitions on SQLite and DynamoDB, and the DAG end to end on the local
+stand-in for NCBI: a backfill of three days run twice, and the review gate answered through Airflow's REST API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from geo_ingest import (
+    IngestConfigError,
+    check_params,
+    plan_work,
+    record_outcomes,
+    register,
+    review_body,
+    window,
+)
+from hooks.eutils import EutilsClient, EutilsError, RateLimiter, discover, parse_sra_experiment
+from hooks.sample_registry import DynamoDbSampleRegistry, SqliteSampleRegistry
+from tests.conftest import REGION, use_settings
+
+DATA = Path(__file__).parent / "data" / "eutils"
+UTC = timezone.utc
+
+
+def _recorded(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class RecordedNcbi:
+    """Serves the recorded responses, checking each request the way NCBI would need it."""
+
+    def __init__(self, clock: FakeClock | None = None):
+        self.requests: list[tuple[float, str, dict[str, str]]] = []
+        self.clock = clock
+
+    def __call__(self, utility, params):
+        self.requests.append((self.clock() if self.clock else 0.0, utility, dict(params)))
+        assert params["tool"] and "@" in params["email"] and params["retmode"] == "json"
+        if utility == "esearch":
+            assert params["usehistory"] == "y"
+            return 200, {}, _recorded(f"esearch_{params['db']}.json")
+        assert utility == "esummary" and params["WebEnv"].startswith("MCID_") and params["query_key"] == "1"
+        if params["db"] == "gds":
+            return 200, {}, _recorded("esummary_gds_page1.json" if params["retstart"] == "0"
+                                      else "esummary_gds_page2.json")
+        document = json.loads(_recorded("esummary_sra.json"))  # one recording, served a page at a time
+        start, size = int(params["retstart"]), int(params["retmax"])
+        uids = document["result"]["uids"][start : start + size]
+        page = {"uids": uids, **{uid: document["result"][uid] for uid in uids}}
+        return 200, {}, json.dumps({"header": document["header"], "result": page}).encode()
+
+
+# --- E-utilities client ---------------------------------------------------------------------------------------
+def test_recorded_responses_parse_into_series_samples_and_runs_through_the_history_server():
+    ncbi = RecordedNcbi()
+    client = EutilsClient(ncbi, tool="genomics-airflow", email="data@example.org", sleep=lambda s: None)
+    series, total = discover(client, '"Homo sapiens"[Organism]', date(2026, 11, 16), date(2026, 11, 16), page_size=2)
+
+    assert total == 3 and [s.gse for s in series] == ["GSE271001", "GSE271002"], "the GDS entry is not a series"
+    airway = {s.gsm: s for s in series[0].samples}
+    assert airway["GSM8100001"].runs == ["SRR31000011", "SRR31000012"], "two runs, found by the experiment name"
+    assert airway["GSM8100001"].layout == "PAIRED" and airway["GSM8100001"].bases == 15_600_000_000
+    assert airway["GSM8100002"].layout == "SINGLE"
+    assert airway["GSM8100003"].runs == ["SRR31000031"], "the controlled-access run is left out"
+    organoid = {s.gsm: s for s in series[1].samples}
+    assert organoid["GSM8100011"].runs == [], "no SRA experiment: no runs"
+    assert series[0].published == "2026-11-16" and series[0].sra_studies == ["SRP540001"]
+
+    calls = [(u, p["db"], p.get("retstart")) for _, u, p in ncbi.requests]
+    assert calls == [("esearch", "gds", None), ("esummary", "gds", "0"), ("esummary", "gds", "2"),
+                     ("esearch", "sra", None), ("esummary", "sra", "0"), ("esummary", "sra", "2")], \
+        "paged by retstart through the history server, no id lists"
+    gds_search = ncbi.requests[0][2]
+    assert (gds_search["mindate"], gds_search["maxdate"], gds_search["datetype"]) == ("2026/11/16", "2026/11/16", "pdat")
+    assert gds_search["term"] == '("Homo sapiens"[Organism]) AND gse[Entry Type]'
+    assert ncbi.requests[3][2]["term"] == "SRP540001[Accession] OR SRP540002[Accession]"
+
+
+@pytest.mark.parametrize("api_key, rate", [(None, 3), ("k3y", 10)])
+def test_requests_are_spaced_to_ncbis_rate_limit(api_key, rate):
+    clock = FakeClock()
+    ncbi = RecordedNcbi(clock)
+    client = EutilsClient(ncbi, tool="t", email="a@b.org", api_key=api_key,
+                          limiter=RateLimiter(rate, clock=clock, sleep=clock.sleep))
+    for _ in range(4):
+        discover(client, "rna", date(2026, 11, 16), date(2026, 11, 16), page_size=2)
+    times = [t for t, _, _ in ncbi.requests]
+    assert len(times) == 24
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 1 / rate - 1e-9, "never faster than the limit"
+    assert max(len([t for t in times if s <= t < s + 1]) for s in times) <= rate, "at most `rate` in any second"
+    assert all((p.get("api_key") == api_key) for _, _, p in ncbi.requests)
+
+
+def test_throttling_and_server_errors_are_retried_with_backoff_and_other_errors_are_not():
+    answers = [(429, {"Retry-After": "2"}, _recorded("rate_limited.json")), (503, {}, b"busy"),
+               (200, {}, _recorded("rate_limited.json")), (200, {}, _recorded("esearch_gds.json"))]
+    sleeps: list[float] = []
+
+    def transport(utility, params):
+        return answers.pop(0)
+
+    client = EutilsClient(transport, tool="t", email="a@b.org", sleep=sleeps.append,
+                          limiter=RateLimiter(1000, sleep=lambda s: None))
+    found = client.esearch("gds", "rna")
+    assert found["count"] == 3 and client.requests == 4
+    assert sleeps[0] == 2.0, "Retry-After is honoured"
+    assert 1.0 <= sleeps[1] <= 2.0 and 2.0 <= sleeps[2] <= 4.0, "then exponential backoff with jitter"
+
+    def bad_request(utility, params):
+        return 400, {}, b'{"error": "Invalid query"}'
+
+    client = EutilsClient(bad_request, tool="t", email="a@b.org", sleep=sleeps.append,
+                          limiter=RateLimiter(1000, sleep=lambda s: None))
+    with pytest.raises(EutilsError, match="HTTP 400"):
+        client.esearch("gds", "rna")
+    assert client.requests == 1
+
+    def always_busy(utility, params):
+        raise ConnectionError("reset by peer")
+
+    client = EutilsClient(always_busy, tool="t", email="a@b.org", max_attempts=3, sleep=lambda s: None,
+                          limiter=RateLimiter(1000, sleep=lambda s: None))
+    with pytest.raises(EutilsError, match="after 3 attempts; last: connection failed: reset by peer"):
+        client.esearch("gds", "rna")
+
+
+def test_a_client_without_a_contact_email_is_refused():
+    with pytest.raises(ValueError, match="tool name and a contact email"):
+        EutilsClient(RecordedNcbi(), tool="genomics-airflow", email="")
+
+
+def test_an_experiment_naming_no_geo_sample_is_ignored():
+    doc = json.loads(_recorded("esummary_sra.json"))["result"]["31000001"]
+    assert parse_sra_experiment({**doc, "expxml": doc["expxml"].replace("GSM8100001", "sample 1")}) is None
+
+
+# --- windows and run config ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("start, end, days", [
+    (datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC), ("2026-11-16", "2026-11-16")),
+    (datetime(2026, 11, 9, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC), ("2026-11-09", "2026-11-15")),
+    (datetime(2026, 11, 16, 6, tzinfo=UTC), datetime(2026, 11, 17, 6, tzinfo=UTC), ("2026-11-16", "2026-11-17")),
+    (datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), ("2026-12-31", "2026-12-31")),
+])
+def test_the_window_is_the_whole_days_the_data_interval_touches(start, end, days):
+    assert tuple(str(d) for d in window(start, end)) == days
+
+
+def test_an_empty_or_missing_interval_is_refused():
+    with pytest.raises(IngestConfigError, match="empty data interval"):
+        window(datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC))
+    with pytest.raises(IngestConfigError, match="needs a data interval"):
+        window(None, None)
+    with pytest.raises(IngestConfigError, match="daily runs"):
+        window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"query": '("rna'}, "unbalanced"),
+    ({"query": "rna\x00"}, "control characters"),
+    ({"project": "../etc"}, "project"),
+    ({"max_series": 0}, "max_series"),
+    ({"min_q30_rate": 1.5}, "min_q30_rate"),
+])
+def test_bad_ingestion_config_is_refused(dagbag_geo, change, message):
+    params = {k: v.value if hasattr(v, "value") else v for k, v in dagbag_geo.params.items()}
+    with pytest.raises(IngestConfigError, match=message):
+        check_params({**params, **change})
+
+
+@pytest.fixture(scope="module")
+def dagbag_geo():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).parent.parent / "dags" / "geo_ingestion.py"))
+    assert not bag.import_errors
+    return bag.dags["geo_ingestion"]
+
+
+# --- the sample registry --------------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteSampleRegistry(tmp_path / "registry.sqlite")
+        return
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        client.create_table(TableName="samples", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "project", "KeyType": "HASH"},
+                                       {"AttributeName": "sample_id", "KeyType": "RANGE"}],
+                            AttributeDefinitions=[{"AttributeName": "project", "AttributeType": "S"},
+                                                  {"AttributeName": "sample_id", "AttributeType": "S"}])
+        yield DynamoDbSampleRegistry(client, "samples")
+
+
+def test_registering_again_changes_nothing_and_transitions_only_move_forward(registry):
+    assert registry.register("geo", "GSM1", series="GSE1", runs=["SRR1"]) is True
+    assert registry.register("geo", "GSM1", series="GSE-other", runs=[]) is False
+    assert registry.get("geo", "GSM1") | {} == {"project": "geo", "sample_id": "GSM1", "status": "discovered",
+                                                "series": "GSE1", "runs": ["SRR1"]}
+    assert registry.transition("geo", "GSM1", "qc_passed") is False, "not downloaded yet"
+    for status in ("downloading", "downloaded", "qc_passed", "approved"):
+        assert registry.transition("geo", "GSM1", status, note=status) is True
+    assert registry.register("geo", "GSM1") is False and registry.get("geo", "GSM1")["status"] == "approved"
+    assert registry.transition("geo", "GSM1", "rejected") is False, "a decision is not overwritten"
+    assert registry.transition("geo", "GSM404", "downloading") is False, "an unknown sample is not created"
+    assert registry.approved("geo") == ["GSM1"] and registry.get("geo", "GSM1")["note"] == "approved"
+    with pytest.raises(ValueError, match="no sample moves to 'discovered'"):
+        registry.transition("geo", "GSM1", "discovered")
+
+
+def _found() -> list[dict]:
+    client = EutilsClient(RecordedNcbi(), tool="t", email="a@b.org", sleep=lambda s: None)
+    series, _ = discover(client, "rna", date(2026, 11, 16), date(2026, 11, 16), page_size=2)
+    return [s.to_dict() for s in series]
+
+
+def test_outcomes_move_samples_by_their_jobs_metrics_and_pick_series_to_report_and_review(registry):
+    records: dict[str, dict] = {}
+    registered = register(registry, "geo", _found(), records.__setitem__)
+    assert registered["by_series"] == {"GSE271001": ["GSM8100001", "GSM8100003"], "GSE271002": ["GSM8100010"]}
+    assert [s.split(" ")[0] for s in registered["skipped"]] == ["GSM8100002", "GSM8100011"]
+    assert records["GSM8100001"]["runs"] == ["SRR31000011", "SRR31000012"]
+    work = plan_work(registry, "geo", registered["by_series"])
+    assert work["todo"] == ["GSM8100001", "GSM8100003", "GSM8100010"] and work["units"] == [work["todo"]]
+    assert {s["status"] for s in registry.samples("geo")} == {"downloading"}
+
+    def metrics(sample, step):
+        if sample == "GSM8100010" and step == "qc":
+            return None  # its QC job failed
+        verdict = "qc_failed" if sample == "GSM8100003" else "qc_passed"
+        return {"metrics": {"runs": ["r"], "verdict": verdict, "reads_after": 10, "q30_rate": 0.9,
+                            "gc_content": 0.5, "reason": "too few" if verdict == "qc_failed" else ""}}
+
+    result = record_outcomes(registry, "geo", registered["by_series"], work["todo"], metrics)
+    assert result["qc_done"] == ["GSM8100001", "GSM8100003"] and result["incomplete"] == ["GSM8100010"]
+    assert result["reports"] == [{"series": "GSE271001", "samples": ["GSM8100001", "GSM8100003"]}]
+    assert result["review"] == ["GSE271001"]
+    status = {s["sample_id"]: s["status"] for s in registry.samples("geo")}
+    assert status == {"GSM8100001": "qc_passed", "GSM8100003": "qc_failed", "GSM8100010": "downloaded"}
+    body = review_body("GSE271001", registry.samples("geo")[:2], "s3://lake/reports/x/multiqc_report.html")
+    assert "s3://lake/reports/x/multiqc_report.html" in body and "| GSM8100003 | qc_failed | 10 | 0.900 | too few |" in body
+
+    again = plan_work(registry, "geo", register(registry, "geo", _found(), records.__setitem__)["by_series"])
+    assert again["todo"] == ["GSM8100010"], "only the sample whose QC did not finish is picked up again"
+
+
+# --- end to end on the local stand-in for NCBI, answering the review through the REST API ----------------------
+class Reviewer:
+    """Answers the review gate's Required Actions through the same REST endpoint the UI uses, as user ``name``."""
+
+    def __init__(self, name: str, decide):
+        from fastapi.testclient import TestClient
+
+        from airflow.api_fastapi.app import create_app, get_auth_manager
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+        app = create_app("core")
+        token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role="admin"))
+        self.client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+        self.decide = decide  # (series) -> (option, reason)
+        self.answered: list[tuple[str, str, str]] = []
+        self.responses: list[int] = []
+
+    def _answer_waiting(self) -> None:
+        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.models.hitl import HITLDetail
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            waiting = [(ti.run_id, ti.task_id, ti.map_index, ti.id) for ti in session.query(TI).filter(
+                TI.dag_id == "geo_ingestion", TI.state == "awaiting_input")]
+            subjects = {d.ti_id: d.subject for d in session.query(HITLDetail).filter(
+                HITLDetail.ti_id.in_([w[3] for w in waiting]))} if waiting else {}
+        for run_id, task_id, map_index, ti_id in waiting:
+            series = subjects[ti_id].split(" ")[2]  # "QC review GSE... (project): ..."
+            option, reason = self.decide(series)
+            response = self.client.patch(f"/api/v2/dags/geo_ingestion/dagRuns/{run_id}/taskInstances/{task_id}/"
+                                         f"{map_index}/hitlDetails",
+                                         json={"chosen_options": [option], "params_input": {"reason": reason}})
+            self.responses.append(response.status_code)
+            self.answered.append((series, option, reason))
+
+    def run(self, dag, logical_date: datetime, conf: dict):
+        """dag.test() for the day before ``logical_date`` (its data interval), answering reviews meanwhile."""
+        stop = threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                self._answer_waiting()
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            return dag.test(logical_date=logical_date, run_conf=conf)
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+def _snapshot(settings) -> dict:
+    from hooks import backend
+
+    return {s["sample_id"]: {k: v for k, v in s.items() if k != "updated"}
+            for s in backend.sample_registry(settings).samples("geo")}
+
+
+@pytest.mark.e2e
+def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_nothing_twice(local, dagbag_geo,
+                                                                                            monkeypatch):
+    from genomics_steps import synthetic_geo
+    from hooks import backend, lake
+    from pipeline_plan import PipelineSpec, plan_run
+
+    settings = use_settings(monkeypatch, local)
+    synthetic_geo.write_mirror(settings.ncbi_mirror_path, date(2026, 11, 16), date(2026, 11, 18), fragments=1500)
+    decisions = {"GSE13200": ("Reject", "library prep notes missing")}
+    reviewer = Reviewer("ana", lambda series: decisions.get(series, ("Approve", "QC fine")))
+    conf = {"project": "geo", "min_reads": 1000}
+    days = [datetime(2026, 11, d, tzinfo=UTC) for d in (17, 18, 19)]  # data intervals: the 16th to the 18th
+
+    first = [reviewer.run(dagbag_geo, day, conf) for day in days]
+    assert [r.state for r in first] == ["success"] * 3
+    snapshot, jobs = _snapshot(settings), _downloads(settings)
+    assert sorted({s["series"] for s in snapshot.values()}) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210",
+                                                               "GSE13211"]
+    assert len(snapshot) == 10, "13 samples in the mirror; the 3 single-end ones are skipped"
+    assert jobs == 10, "each sample downloaded once"
+    status = {g: s["status"] for g, s in snapshot.items()}
+    assert status["GSM131911"] == "qc_failed" and status["GSM132111"] == "qc_failed", "the low-quality samples"
+    assert status["GSM132000"] == status["GSM132001"] == "rejected"
+    assert snapshot["GSM132000"]["reviewed_by"] == "ana"
+    assert snapshot["GSM132000"]["review_reason"] == "library prep notes missing"
+    approved = sorted(g for g, s in status.items() if s == "approved")
+    assert approved == ["GSM131900", "GSM131901", "GSM131910", "GSM132100", "GSM132101", "GSM132110"]
+    assert sorted(a[0] for a in reviewer.answered) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210", "GSE13211"]
+    assert set(reviewer.responses) == {200}
+
+    second = [reviewer.run(dagbag_geo, day, conf) for day in days]
+    assert [r.state for r in second] == ["success"] * 3
+    assert _snapshot(settings) == snapshot, "the same registry"
+    assert _downloads(settings) == jobs, "nothing downloaded again"
+    assert len(reviewer.answered) == 5, "and nobody asked again"
+    review = {ti.map_index: ti.state for ti in second[0].get_task_instances() if ti.task_id == "review"}
+    assert review == {} or set(review.values()) == {"skipped"}
+
+    engine = backend.query_engine(settings)
+    _, rows = engine.fetch("SELECT sample_id, series_id, verdict FROM ingest_qc ORDER BY sample_id")
+    assert len(rows) == 10 and ("GSM132111", "GSE13211", "qc_failed") in rows
+    report = lake.read_head(settings, settings.lake_root + "/reports/geo_ingestion/geo/GSE13190/multiqc_report.html",
+                            1 << 24)
+    assert b"MultiQC" in report and b"GSM131900" in report
+
+    # what approval is for: rnaseq's "all approved" resolves to them, reads in the lake's raw/geo/
+    spec = PipelineSpec("rnaseq", ["fastp", "salmon_quant"], ["transcriptome.fa", "tx2gene.tsv"], "salmon")
+    from genomics_steps.synthetic import write_reference
+
+    write_reference(settings.lake_root, "synthetic-v1")
+    plan = plan_run(spec, {"project": "geo", "samples": "all approved", "reference": "synthetic-v1",
+                           "pipeline_version": "1.0"}, lake_root=settings.lake_root, backend="local",
+                    list_files=lambda prefix: lake.list_files(settings, prefix),
+                    approved_samples=backend.sample_registry(settings).approved, max_map_length=1024)
+    assert plan["samples"] == approved and plan["todo"] == approved
+
+
+def _downloads(settings) -> int:
+    """Download jobs that ran: array children, or single jobs (one-sample units)."""
+    from local_batch.control_plane import ControlPlane
+
+    return ControlPlane(settings.local_home).conn().execute(
+        "SELECT COUNT(*) FROM jobs WHERE job_name LIKE 'geo_ingestion-download-%' "
+        "AND (parent_id IS NOT NULL OR array_size IS NULL)").fetchone()[0]
