@@ -395,3 +395,59 @@ def _downloads(settings) -> int:
     return ControlPlane(settings.local_home).conn().execute(
         "SELECT COUNT(*) FROM jobs WHERE job_name LIKE 'geo_ingestion-download-%' "
         "AND (parent_id IS NOT NULL OR array_size IS NULL)").fetchone()[0]
+
+
+# --- the review operator on the AWS path (DynamoDB registry) --------------------------------------------------
+def _aws_registry(aws, monkeypatch):
+    from hooks import backend
+
+    aws.dynamodb.create_table(TableName="samples", BillingMode="PAY_PER_REQUEST",
+                              KeySchema=[{"AttributeName": "project", "KeyType": "HASH"},
+                                         {"AttributeName": "sample_id", "KeyType": "RANGE"}],
+                              AttributeDefinitions=[{"AttributeName": "project", "AttributeType": "S"},
+                                                    {"AttributeName": "sample_id", "AttributeType": "S"}])
+    settings = use_settings(monkeypatch, aws.settings, sample_registry_table="samples")
+    registry = backend.sample_registry(settings)
+    for gsm, status in (("GSM1", "qc_passed"), ("GSM2", "qc_passed"), ("GSM3", "qc_failed")):
+        registry.register("geo", gsm, series="GSE9", series_title="Synthetic series")
+        for step in ("downloading", "downloaded", status):
+            registry.transition("geo", gsm, step, reads=5000, q30_rate=0.95)
+    return registry
+
+
+def test_a_rejection_records_who_and_why_and_a_second_answer_changes_nothing(aws, monkeypatch):
+    from operators.review import SeriesReviewOperator
+
+    registry = _aws_registry(aws, monkeypatch)
+    op = SeriesReviewOperator(task_id="review", series="GSE9", project="geo")
+    at = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    answer = op.execute_complete({}, {"chosen_options": ["Reject"], "params_input": {"reason": "wrong tissue"},
+                                      "responded_at": at, "responded_by_user": {"id": "7", "name": "ana"}})
+    assert answer["decision"] == "rejected" and answer["samples"] == ["GSM1", "GSM2"]
+    rows = {s["sample_id"]: s for s in registry.samples("geo")}
+    assert [rows[g]["status"] for g in ("GSM1", "GSM2", "GSM3")] == ["rejected", "rejected", "qc_failed"]
+    assert (rows["GSM1"]["reviewed_by"], rows["GSM1"]["reviewed_by_id"], rows["GSM1"]["review_reason"]) == \
+        ("ana", "7", "wrong tissue")
+    assert rows["GSM1"]["reviewed_at"] == str(at)
+
+    late = op.execute_complete({}, {"chosen_options": ["Approve"], "params_input": {"reason": ""},
+                                    "responded_at": at, "responded_by_user": {"id": "8", "name": "bo"}})
+    assert late["samples"] == [] and registry.approved("geo") == []
+
+
+def test_a_series_with_nothing_to_decide_is_not_put_to_anyone(aws, monkeypatch):
+    from operators import review
+    from operators.review import SeriesReviewOperator
+
+    registry = _aws_registry(aws, monkeypatch)
+    for gsm in ("GSM1", "GSM2"):
+        registry.transition("geo", gsm, "approved")
+    asked = []
+    monkeypatch.setattr(review.HITLOperator, "execute", lambda self, context: asked.append(self.subject))
+    op = SeriesReviewOperator(task_id="review", series="GSE9", project="geo")
+    assert op.execute({}) == {"series": "GSE9", "asked": False} and asked == []
+
+    registry.upsert("geo", "GSM2", "qc_passed")
+    op.execute({})
+    assert asked == ["QC review GSE9 (geo): 1 sample(s) passed QC, 1 failed"]
+    assert "s3://genomics-lake/lake/reports/geo_ingestion/geo/GSE9/multiqc_report.html" in op.body
