@@ -30,7 +30,7 @@ class SeriesReviewOperator(HITLOperator):
     :param series: the GEO series accession (GSE...). Templated; map over it for one review per series.
     :param project: the registry project. Templated.
     :param response_timeout: how long to wait for an answer; then the task fails and the samples stay
-        qc_passed for a later run to ask again. Default 14 days.
+        qc_passed; a rerun of that day asks again. Default 14 days.
     """
 
     template_fields: Sequence[str] = ("subject", "body", "series", "project")
