@@ -71,8 +71,10 @@ def geo_ingestion():
 
     @task
     def register(found: dict, params=None) -> dict:
+        import json
+
         from genomics_steps.layout import ingest_record_uri
-        from geo_ingest import plan_work, record_json, register as register_samples
+        from geo_ingest import plan_work, register as register_samples
         from hooks import backend, lake
         from platform_settings import PlatformSettings
 
@@ -80,7 +82,7 @@ def geo_ingestion():
         registry = backend.sample_registry(settings)
         project = params["project"]
         registered = register_samples(registry, project, found["series"], lambda gsm, record: lake.write_text(
-            settings, ingest_record_uri(settings.lake_root, project, gsm), record_json(record)))
+            settings, ingest_record_uri(settings.lake_root, project, gsm), json.dumps(record, sort_keys=True)))
         work = plan_work(registry, project, registered["by_series"])
         for line in registered["skipped"]:
             print(f"skipped {line}")

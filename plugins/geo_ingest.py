@@ -177,10 +177,6 @@ def review_body(series: str, samples: list[dict[str, Any]], report_uri: str) -> 
     return "\n".join(lines)
 
 
-def record_json(record: dict[str, Any]) -> str:
-    return json.dumps(record, indent=1, sort_keys=True)
-
-
 def eutils_client(settings: Any, **kwargs: Any) -> Any:
     """The E-utilities client of this deployment: NCBI with the ``ncbi_conn_id`` connection's email and API
     key, or, on the local backend, the mirror directory standing in for NCBI (same client, same limits)."""

@@ -25,18 +25,11 @@ from genomics_steps.runtime import download as fetch_uri, exists_uri, read_uri
 from genomics_steps.step import Step, StepFailed, begin, main_of, sample_step_args, threads
 
 PIPELINE = "geo_ingestion"
-STEPS = ["download", "qc"]
-RAW = {"R1": "{lake}/raw/{project}/{{sample}}_R1.fastq.gz", "R2": "{lake}/raw/{project}/{{sample}}_R2.fastq.gz"}
-
-
-def _raw_placed() -> dict[str, str]:
-    lake, project = os.environ["GENOMICS_LAKE_URI"].rstrip("/"), os.environ["GENOMICS_PROJECT"]
-    return {f"{mate}.fastq.gz": pattern.format(lake=lake, project=project) for mate, pattern in RAW.items()}
 
 
 def download(args) -> None:
-    step = Step.for_sample(PIPELINE, "download", args, ["R1.fastq.gz", "R2.fastq.gz"], ["fasterq-dump", "pigz"],
-                           placed=_raw_placed())
+    step = Step.for_sample(PIPELINE, "download", args, ["R1.fastq.gz", "R2.fastq.gz"], ["fasterq-dump", "pigz"])
+    step.placed = dict(zip(step.outputs, step.reads("")))  # the reads go where the pipelines read them
     if not begin(step):
         return
     record = json.loads(read_uri(layout.ingest_record_uri(step.lake, step.project, step.sample)))
@@ -71,9 +64,7 @@ def qc(args) -> None:
     if not begin(step):
         return
     series = json.loads(read_uri(layout.ingest_record_uri(step.lake, step.project, step.sample))).get("series", "")
-    raw = _raw_placed()
-    r1 = step.input(raw["R1.fastq.gz"].format(sample=step.sample))
-    r2 = step.input(raw["R2.fastq.gz"].format(sample=step.sample))
+    r1, r2 = (step.input(uri) for uri in step.reads(""))
     step.run(["fastp", "-i", str(r1), "-I", str(r2), "-j", str(step.out("fastp.json")),
               "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
     metrics = fastp_figures(json.loads(step.out("fastp.json").read_text()))

@@ -90,10 +90,9 @@ class Step:
         pipeline: str | None = None,
         sample: str | None = None,
         pipeline_version: str | None = None,
-        placed: dict[str, str] | None = None,
     ):
         self.name = name
-        self.placed = dict(placed or {})  # outputs written elsewhere than the step's prefix: name -> URI
+        self.placed: dict[str, str] = {}  # outputs written elsewhere than the step's prefix: name -> URI
         self.prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
         self.outputs = list(outputs)
         self.force = force
@@ -110,15 +109,13 @@ class Step:
 
     @classmethod
     def for_sample(cls, pipeline: str, name: str, args: argparse.Namespace, outputs: list[str],
-                   tools: list[str], placed: dict[str, str] | None = None) -> Step:
-        """The step ``name`` of this job's sample: outputs under results/<pipeline>/<version>/.../<name>/,
-        except those ``placed`` (output name -> URI, given the sample id)."""
+                   tools: list[str]) -> Step:
+        """The step ``name`` of this job's sample: outputs under results/<pipeline>/<version>/.../<name>/."""
         sample = current_sample()
         prefix = layout.step_prefix(os.environ["GENOMICS_LAKE_URI"], pipeline, args.pipeline_version,
                                     os.environ["GENOMICS_PROJECT"], sample, name)
         return cls(name, output_prefix=prefix, outputs=outputs, tools=tools, force=truthy(args.force),
-                   pipeline=pipeline, sample=sample, pipeline_version=args.pipeline_version,
-                   placed={k: v.format(sample=sample) for k, v in (placed or {}).items()})
+                   pipeline=pipeline, sample=sample, pipeline_version=args.pipeline_version)
 
     @classmethod
     def for_index(cls, name: str, args: argparse.Namespace, tool: str, outputs: list[str],

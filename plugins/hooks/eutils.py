@@ -158,7 +158,7 @@ class EutilsClient:
             self.requests += 1
             try:
                 status, headers, body = self.transport(utility, query)
-            except (OSError, ConnectionError) as exc:  # includes requests' ConnectionError and timeouts
+            except OSError as exc:  # requests' connection errors and timeouts are OSErrors too
                 status, headers, body, problem = 0, {}, b"", f"connection failed: {exc}"
             if status == 200:
                 try:

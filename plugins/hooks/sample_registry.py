@@ -50,9 +50,6 @@ class SampleRegistry(ABC):
         """Move the sample to ``status`` (and merge ``attributes``) only if its status is one that
         MOVES_TO[status] allows; True if it moved, False if it was absent or elsewhere."""
 
-    def get(self, project: str, sample_id: str) -> dict[str, Any] | None:
-        return next((s for s in self.samples(project) if s["sample_id"] == sample_id), None)
-
     def approved(self, project: str) -> list[str]:
         return [s["sample_id"] for s in self.samples(project, "approved")]
 
