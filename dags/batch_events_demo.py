@@ -53,7 +53,8 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats", "--pipeline-version", "
         "pipeline_version": Param("1.0", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                                    description="Version the published rows are labelled with."),
         "reads": Param(2000, type="integer", minimum=10, maximum=1_000_000, description="Reads simulated per sample."),
-        "fail_sample": Param("", type="string", description="Make this sample's job fail (to see failure reports)."),
+        "fail_sample": Param(None, type=["null", "string"],
+                             description="Make this sample's job fail (to see failure reports)."),
     },
 )
 def batch_events_demo():
@@ -69,7 +70,7 @@ def batch_events_demo():
         step="read_stats",
         project="{{ params.project }}",
         pipeline="demo",
-        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample }}"],
+        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample or '' }}"],
         vcpus=1,
         memory_mib=256,
         timeout_seconds=600,
@@ -80,7 +81,7 @@ def batch_events_demo():
         step="read_stats",
         project="{{ params.project }}",
         pipeline="demo",
-        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample }}"],
+        command=COMMAND + ["--reads", "{{ params.reads }}", "--fail-sample", "{{ params.fail_sample or '' }}"],
         samples=samples,
         vcpus=1,
         memory_mib=256,

@@ -39,7 +39,7 @@ def germline():
     def per_sample(unit: list[str]):
         """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
         chain(
-            sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix", "{{ params.input_uri }}"],
+            sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix", "{{ params.input_uri or '' }}"],
                         unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed"),
             sample_step("germline", "markdup", ["markdup"], unit, vcpus=2, memory_mib=2048),
             sample_step("germline", "call", ["call", *REFERENCE], unit, vcpus=1, memory_mib=2048),

@@ -28,22 +28,24 @@ TRAIT_TYPES = ("quantitative", "binary")
 MAX_TRAITS = 1000
 MAX_LINKS = 8  # data repository associations per file system
 NO_COVARIATES = "none"
+OPTIONAL_STRING = ["null", "string"]
 
 
 def gwas_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     label, uri = LABEL.pattern, r"^$|" + FILE_URI.pattern
+    # "null" in the type lets the trigger form leave a field empty (the field is required otherwise).
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
                          description="Project of the cohort (tags, lake paths, table partitions)."),
-        "genotypes": Param("", type="string", pattern=uri, title="Genotypes",
+        "genotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Genotypes",
                            description="URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam); "
                                        "empty: the lake's raw/<project>/gwas/cohort."),
-        "phenotypes": Param("", type="string", pattern=uri, title="Phenotypes",
+        "phenotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Phenotypes",
                             description="URI of a tab-separated file FID IID <trait>...; empty: "
                                         "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
-        "covariates": Param("", type="string", pattern=r"^none$|" + uri, title="Covariates",
+        "covariates": Param(None, type=OPTIONAL_STRING, pattern=r"^none$|" + uri, title="Covariates",
                             description='URI of a file FID IID <covariate>...; empty: '
                                         'raw/<project>/gwas/covariates.tsv; "none": no covariates.'),
         "traits": Param([], type="array", items={"type": "string", "pattern": label}, maxItems=MAX_TRAITS,

@@ -75,7 +75,8 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
         "fan_out": Param("auto", type="string", enum=list(FAN_OUT_MODES), title="Fan-out",
                          description=f"mapped: one Batch job per sample; array: Batch array jobs of up to "
                                      f"{ARRAY_CHUNK} samples; auto: mapped up to {AUTO_MAPPED_MAX} samples."),
-        "input_uri": Param("", type="string", pattern=r"^$|" + INPUT_URI.pattern, title="Reads location",
+        # Optional: "null" in the type is what lets the trigger form leave the field empty.
+        "input_uri": Param(None, type=["null", "string"], pattern=r"^$|" + INPUT_URI.pattern, title="Reads location",
                            description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
                                        "raw/<project>/."),
     }
