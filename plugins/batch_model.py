@@ -35,10 +35,15 @@ TERMINAL_ORDER = 10**9
 
 SPOT_RECLAIM_REASON = "Host EC2*"
 DEFAULT_RETRY_ATTEMPTS = 3
-# Retry what the infrastructure did to the job (a Spot reclaim shows as "Host EC2 (instance ...) terminated."),
-# exit on everything else: a job matching no rule would be retried, so the catch-all EXIT comes last.
+# Exit code of a step whose host lacks what the job needs from it (the run's FSx file system not mounted yet):
+# the next attempt gets a new container, which sees the host's mounts as they are then.
+HOST_NOT_READY_EXIT_CODE = 69
+# Retry what the infrastructure did to the job (a Spot reclaim shows as "Host EC2 (instance ...) terminated.",
+# a host not ready), exit on everything else: a job matching no rule would be retried, so the catch-all EXIT
+# comes last.
 DEFAULT_EVALUATE_ON_EXIT = (
     {"onStatusReason": SPOT_RECLAIM_REASON, "action": "RETRY"},
+    {"onExitCode": str(HOST_NOT_READY_EXIT_CODE), "action": "RETRY"},
     {"onStatusReason": "*", "action": "EXIT"},
 )
 

@@ -66,6 +66,9 @@ class PlatformSettings:
     # Value of the tag "genomics:deployment" on every file system this deployment creates; the sweeper
     # deletes nothing without it.
     deployment: str = "genomics"
+    # Airflow connection fsx_sweeper uses (None: aws_conn_id); infra/ gives it a role that can only list file
+    # systems and delete this deployment's (the connection's extra {"role_arn": ...}).
+    fsx_sweeper_conn_id: str | None = None
 
     # --- GEO/SRA ingestion ---------------------------------------------------------------------
     # Airflow connection for NCBI E-utilities: login = contact email, password = API key (10 requests/s

@@ -63,34 +63,71 @@ class AwsWorld:
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "infra", "genomics.yaml")
+
+
+def load_template() -> dict[str, Any]:
+    """infra/genomics.yaml, with CloudFormation's !Ref/!Sub tags read as Ref/Fn::Sub dicts."""
+    from cfnlint.decode import decode
+
+    template, errors = decode(TEMPLATE)
+    assert not errors, errors
+    return template
+
+
+def template_resources() -> dict[str, Any]:
+    return load_template()["Resources"]
+
+
 def create_aws_resources(region: str = REGION) -> dict[str, str]:
-    """What the README says the AWS side must provide: the event queue, the rule routing Batch events to it,
-    the job-state table and the lake bucket."""
+    """The AWS side as infra/genomics.yaml defines it: the event queue, the rule routing Batch events to it (the
+    template's pattern, with this test account's queue), the job-state table (its keys and TTL) and the lake."""
+    resources = template_resources()
     sqs = boto3.client("sqs", region_name=region)
     events = boto3.client("events", region_name=region)
     dynamodb = boto3.client("dynamodb", region_name=region)
     s3 = boto3.client("s3", region_name=region)
     queue_url = sqs.create_queue(QueueName="genomics-batch-events")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(
-        Name="genomics-batch-job-state",
-        EventPattern=json.dumps(
-            {
-                "source": ["aws.batch"],
-                "detail-type": ["Batch Job State Change"],
-                "detail": {"jobQueue": [QUEUE_ARN], "status": ["RUNNING", "SUCCEEDED", "FAILED"]},
-            }
-        ),
-    )
+    pattern = resources["BatchStateChangeRule"]["Properties"]["EventPattern"]
+    pattern = {**pattern, "detail": {**pattern["detail"], "jobQueue": [QUEUE_ARN]}}
+    events.put_rule(Name="genomics-batch-job-state", EventPattern=json.dumps(pattern))
     events.put_targets(Rule="genomics-batch-job-state", Targets=[{"Id": "sqs", "Arn": queue_arn}])
-    dynamodb.create_table(
-        TableName="genomics-job-state",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = resources["JobStateTable"]["Properties"]
+    dynamodb.create_table(TableName="genomics-job-state", KeySchema=table["KeySchema"],
+                          AttributeDefinitions=table["AttributeDefinitions"], BillingMode=table["BillingMode"])
+    dynamodb.update_time_to_live(TableName="genomics-job-state",
+                                 TimeToLiveSpecification=table["TimeToLiveSpecification"])
     s3.create_bucket(Bucket="genomics-lake", CreateBucketConfiguration={"LocationConstraint": region})
     return {"event_queue_url": queue_url, "job_state_table": "genomics-job-state", "lake_uri": "s3://genomics-lake/lake"}
+
+
+# Every AWS operation the project's code (plugins/) called in this session's tests, as IAM actions
+# ("batch:SubmitJob"); tests/test_deploy.py checks that the template's Airflow role allows each.
+AWS_CALLS: set[str] = set()
+
+
+class _RecordingFsx:
+    """Records the FSx operations called on the lifecycle double (it is not a botocore client)."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if callable(attr) and not name.startswith("_") and name != "get_paginator":
+            AWS_CALLS.add("fsx:" + "".join(part.title() for part in name.split("_")))
+        if name == "get_paginator":
+            return lambda operation: (AWS_CALLS.add("fsx:" + "".join(p.title() for p in operation.split("_"))),
+                                      attr(operation))[1]
+        return attr
+
+
+def recording(client: Any) -> Any:
+    prefix = client.meta.service_model.signing_name
+    # before-parameter-build: every call passes it, also those the Batch simulation answers at before-call
+    client.meta.events.register("before-parameter-build", lambda model, **_: AWS_CALLS.add(f"{prefix}:{model.name}"))
+    return client
 
 
 @pytest.fixture
@@ -121,10 +158,10 @@ def aws(monkeypatch):
         sim = SimulatedBatch(boto3.client("events", region_name=REGION), region=REGION, account=ACCOUNT)
         fsx = FsxLifecycle(boto3.client("fsx", region_name=REGION))
 
-        def client(_settings, service):
+        def client(_settings, service, conn_id=None):
             if service == "fsx":
-                return fsx
-            c = boto3.client(service, region_name=REGION)
+                return _RecordingFsx(fsx)
+            c = recording(boto3.client(service, region_name=REGION))
             return sim.attach(c) if service == "batch" else c
 
         monkeypatch.setattr(backend, "aws_client", client)
@@ -182,3 +219,9 @@ async def first_event(trigger, timeout: float = 30.0):
         return event.payload
     finally:
         await agen.aclose()
+
+
+def pytest_collection_modifyitems(items):
+    """The Airflow-role check reads what every aws-path test called, so it runs after them."""
+    last = [i for i in items if i.name.startswith("test_airflow_role_allows")]
+    items[:] = [i for i in items if i not in last] + last

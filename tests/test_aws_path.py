@@ -69,6 +69,7 @@ def test_submitted_job_carries_tags_resources_retry_rules_and_a_deterministic_na
     assert request["timeout"] == {"attemptDurationSeconds": 3600}
     assert request["retryStrategy"]["evaluateOnExit"] == [
         {"onStatusReason": "Host EC2*", "action": "RETRY"},
+        {"onExitCode": "69", "action": "RETRY"},
         {"onStatusReason": "*", "action": "EXIT"},
     ]
     assert job.name.startswith("germline-align-NA12878-") and job.name.endswith("-g0")
@@ -95,6 +96,14 @@ def test_spot_reclaim_is_retried_by_batch_and_the_task_succeeds(aws):
     assert summary["status"] == "SUCCEEDED"
     assert summary["attempts"] == 2
     assert aws.sim.calls["SubmitJob"] == 1
+
+
+def test_a_host_not_ready_yet_exit_is_retried_by_batch(aws):
+    """Exit 69: the run's file system was not mounted on the host when the container started."""
+    aws.sim.plan("NA12878", ["exit:69", "ok"])
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+    assert op.execute_complete(context, event)["attempts"] == 2
 
 
 def test_a_non_spot_failure_is_not_retried_by_batch(aws):

@@ -313,8 +313,8 @@ def _athena_calls(monkeypatch):
     calls = []
     original = backend.aws_client
 
-    def client(settings, service):
-        c = original(settings, service)
+    def client(settings, service, conn_id=None):
+        c = original(settings, service, conn_id)
         if service == "athena":
             c.meta.events.register("provide-client-params.athena.StartQueryExecution",
                                    lambda params, **_: calls.append(dict(params)))

@@ -60,7 +60,9 @@ def output_dir() -> Path:
         raise StepFailed("GENOMICS_FSX is not set: GWAS steps run on the run's FSx file system", 64)
     out = Path(mounted["output"])
     if not out.is_dir():
-        raise StepFailed(f"FSx file system {mounted['file_system_id']} is not mounted on this host "
+        # 69 is retried by the default retry strategy (batch_model.HOST_NOT_READY_EXIT_CODE): the host's mounter
+        # (infra/ launch template) mounts a new file system within seconds, and a new attempt's container sees it.
+        raise StepFailed(f"FSx file system {mounted['file_system_id']} is not mounted on this host yet "
                          f"({out} does not exist): the compute environment's launch template mounts it", 69)
     return out
 

@@ -25,11 +25,12 @@ from platform_settings import PlatformSettings
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
-def aws_client(settings: PlatformSettings, service: str) -> Any:
-    """A boto3 client with the credentials of the Airflow connection ``settings.aws_conn_id``."""
+def aws_client(settings: PlatformSettings, service: str, conn_id: str | None = None) -> Any:
+    """A boto3 client with the credentials of the Airflow connection ``conn_id`` (default
+    ``settings.aws_conn_id``)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    hook = AwsBaseHook(aws_conn_id=settings.aws_conn_id, client_type=service, region_name=settings.region_name,
+    hook = AwsBaseHook(aws_conn_id=conn_id or settings.aws_conn_id, client_type=service, region_name=settings.region_name,
                        config=_BOTO_CONFIG)
     return hook.get_conn()
 
@@ -55,9 +56,9 @@ def sample_registry(settings: PlatformSettings) -> SampleRegistry:
     return SqliteSampleRegistry(Path(settings.local_home) / "sample_registry.sqlite")
 
 
-def fsx(settings: PlatformSettings) -> FsxApi:
+def fsx(settings: PlatformSettings, conn_id: str | None = None) -> FsxApi:
     if settings.backend == "aws":
-        return AwsFsx(aws_client(settings, "fsx"), subnet_id=settings.fsx_subnet_id,
+        return AwsFsx(aws_client(settings, "fsx", conn_id), subnet_id=settings.fsx_subnet_id,
                       security_group_ids=settings.fsx_security_group_ids, mount_root=settings.fsx_mount_root)
     from hooks import lake
 

@@ -216,7 +216,7 @@ class FsxExportOperator(BaseOperator):
         from triggers.fsx_status import FsxStatusTrigger
 
         settings = PlatformSettings.resolve()
-        api = backend.fsx(settings)
+        api = backend.fsx(settings, settings.fsx_sweeper_conn_id)
         ti = context["ti"]
         for generation in range(MAX_GENERATIONS):
             # A retried try gets the export its predecessor started; one that failed is started again.
@@ -325,7 +325,7 @@ class FsxSweepOperator(BaseOperator):
         from hooks import backend
 
         settings = PlatformSettings.resolve()
-        api = backend.fsx(settings)
+        api = backend.fsx(settings, settings.fsx_sweeper_conn_id)
         ti = context["ti"]
 
         def run_active(dag_id: str, run_id: str) -> bool:
