@@ -121,7 +121,7 @@ class PlatformSettings:
             if missing:
                 raise SettingsError(
                     "the aws backend needs " + ", ".join(missing) + f" (set GENOMICS_<NAME> or the "
-                    f"{VARIABLE_NAME!r} Airflow Variable; see README 'What the AWS side must provide')"
+                    f"{VARIABLE_NAME!r} Airflow Variable; see README 'Deploying: docker-compose and AWS')"
                 )
 
     # ----------------------------------------------------------------------------------------

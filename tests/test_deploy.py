@@ -186,3 +186,33 @@ def test_airflow_role_allows_every_aws_call_the_code_made_in_this_test_session()
     missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, pattern) for pattern in allowed))
     assert missing == [], f"the Airflow role lacks {missing}"
     assert {"batch:SubmitJob", "sqs:ReceiveMessage", "dynamodb:UpdateItem"} <= needed  # the recording works
+
+
+def test_stack_outputs_become_settings_that_make_a_complete_aws_configuration(monkeypatch):
+    """scripts/stack_env.py turns every Genomics* output into a GENOMICS_* setting Airflow accepts."""
+    from scripts.stack_env import env_lines
+
+    example = {"GenomicsEventQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/genomics-batch-events",
+               "GenomicsJobQueues": '{"spot": "arn:aws:batch:eu-west-1:123456789012:job-queue/genomics-spot"}',
+               "GenomicsQueueCapacityTypes": '{"genomics-spot": "SPOT", "genomics-ondemand": "ON_DEMAND"}',
+               "GenomicsLakeUri": "s3://genomics-lake-123456789012-eu-west-1",
+               "GenomicsFsxSecurityGroupIds": "sg-0123456789abcdef0"}
+    outputs = [{"OutputKey": key, "OutputValue": example.get(key, "x-" + key.lower())}
+               for key in load_template()["Outputs"] if key.startswith("Genomics")]
+    outputs = [o if o["OutputKey"] != "GenomicsBackend" else {**o, "OutputValue": "aws"} for o in outputs]
+    lines = env_lines({"Stacks": [{"Outputs": outputs}]})
+    assert len(lines) == len(outputs)
+    for line in lines:
+        key, value = line.split("=", 1)
+        monkeypatch.setenv(key, value)
+    settings = PlatformSettings.resolve(use_airflow_variable=False)
+    assert settings.backend == "aws" and settings.event_queue_url == example["GenomicsEventQueueUrl"]
+    assert settings.queue_capacity_types["genomics-ondemand"] == "ON_DEMAND"
+    assert settings.fsx_security_group_ids == ["sg-0123456789abcdef0"]
+
+
+def test_stack_outputs_naming_no_setting_are_refused():
+    from scripts.stack_env import env_lines
+
+    with pytest.raises(SystemExit, match="names no setting"):
+        env_lines({"Stacks": [{"Outputs": [{"OutputKey": "GenomicsQueueUrl", "OutputValue": "x"}]}]})

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow_compat import AirflowException
 
 from batch_model import (
     MAX_ARRAY_SIZE,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow_compat import AirflowException
 
 from batch_model import tag_value
 from platform_settings import PlatformSettings

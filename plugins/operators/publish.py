@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow_compat import AirflowException
 
 from platform_settings import PlatformSettings
 
@@ -81,7 +81,7 @@ class PublishTableOperator(BaseOperator):
         from hooks import backend, lake
 
         if self.skip_if_no_units and isinstance(self.units, (list, tuple)) and not self.units:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from airflow_compat import AirflowSkipException
 
             raise AirflowSkipException(f"no units to publish in {self.table}")
         settings = PlatformSettings.resolve()
