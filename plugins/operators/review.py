@@ -45,7 +45,8 @@ class SeriesReviewOperator(HITLOperator):
         # included, which HITLOperator leaves out by their source): add the field to those.
         params = kwargs.pop("params", None)
         params = params if isinstance(params, ParamsDict) else ParamsDict(params or {})
-        params["reason"] = Param("", type="string", maxLength=2000, title="Reason", source="task",
+        # Optional ("null" in the type): the form would otherwise require a reason before Approve is possible.
+        params["reason"] = Param(None, type=["null", "string"], maxLength=2000, title="Reason", source="task",
                                  description="Why (kept with the samples in the registry).")
         super().__init__(options=[APPROVE, REJECT], multiple=False, response_timeout=response_timeout,
                          params=params, **kwargs)
