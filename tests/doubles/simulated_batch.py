@@ -8,7 +8,8 @@ advances, applies the retry strategy with the same rules as AWS (batch_model.ret
 every state change as a "Batch Job State Change" event through EventBridge (moto's), whose rule routes it
 to SQS (moto's): the path the production code reads is the real one.
 
-Faults a test can ask for: throttled SubmitJob calls, Spot reclaims, non-zero exits, timeouts, dropped,
+Faults a test can ask for: throttled SubmitJob calls, Spot reclaims (planned, or a random fraction),
+non-zero exits, timeouts, dropped,
 duplicated and reordered events, and jobs Batch has forgotten.
 """
 
@@ -61,6 +62,7 @@ class SimulatedBatch:
         drop_fraction: float = 0.0,
         max_duplicates: int = 0,
         reorder: bool = False,
+        spot_fraction: float = 0.0,
         seed: int = 7,
     ):
         self.events = events_client
@@ -71,6 +73,7 @@ class SimulatedBatch:
         self.drop_fraction = drop_fraction
         self.max_duplicates = max_duplicates
         self.reorder = reorder
+        self.spot_fraction = spot_fraction
         self.rng = random.Random(seed)
         self.jobs: dict[str, SimJob] = {}
         self.calls: Counter[str] = Counter()
@@ -330,6 +333,8 @@ class SimulatedBatch:
         for key, outcomes in self.plans.items():
             if key in name:
                 return list(outcomes)
+        if self.spot_fraction and self.rng.random() < self.spot_fraction:
+            return ["spot", *self.default_outcomes]  # reclaimed once, then as planned
         return list(self.default_outcomes)
 
     def _arn(self, job_id: str) -> str:

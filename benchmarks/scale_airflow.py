@@ -1,0 +1,262 @@
+"""Scale harness: the rnaseq DAG over a NovaSeq flow cell (1,536 samples) through a real Airflow 3.3 scheduler,
+dag-processor, triggerer and api-server (LocalExecutor, SQLite), against the simulated AWS control plane of
+benchmarks/simulated_aws.py (moto's server + the simulated Batch that emits events, time-compressed).
+
+    ./dev bench scale                                  # 1,536 samples, array fan-out, 0% then 90% done
+    ./dev bench scale --samples 200 --fan-out mapped --done 0
+    ./dev bench scale --faults                         # the fault-injection run (see --help)
+
+Reports, per run: SubmitJob / DescribeJobs / SQS ReceiveMessage / S3 ListObjectsV2 calls, seconds from the
+trigger to the first and to the last submission, task instances created, peak triggerer slots (rows in the
+trigger table), the scheduler's CPU seconds, and how every sample ended (its Batch jobs, duplicates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(ROOT / "include"), str(ROOT / "benchmarks")]
+
+import boto3  # noqa: E402
+import psutil  # noqa: E402
+
+import simulated_aws  # noqa: E402
+from genomics_steps import layout  # noqa: E402
+
+PROJECT, REFERENCE, VERSION = "flowcell", "synthetic-v1", "1.0"
+STEPS = ["fastp", "salmon_quant"]
+TERMINAL_TI = {"success", "failed", "upstream_failed", "skipped", "removed"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def plant_lake(s3: Any, lake: str, samples: list[str], done: list[str]) -> None:
+    """Reads for every sample, the reference with its index, and complete outputs for the ``done`` ones."""
+    bucket, _, prefix = lake.removeprefix("s3://").partition("/")
+
+    def put(uri: str, body: bytes = b"x") -> None:
+        s3.put_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"), Body=body)
+
+    ref = layout.reference_prefix(lake, REFERENCE)
+    for name in ("transcriptome.fa", "tx2gene.tsv", f"index/salmon/{layout.METRICS}"):
+        put(ref + name)
+    for sample in samples:
+        for uri in layout.reads_uris(layout.raw_prefix(lake, PROJECT), sample):
+            put(uri)
+    for sample in done:
+        for step in STEPS:
+            put(layout.step_prefix(lake, "rnaseq", VERSION, PROJECT, sample, step) + layout.METRICS, b"{}")
+
+
+class Airflow:
+    """api-server, scheduler, dag-processor and triggerer as separate processes (the triggerer can be killed
+    and restarted), on a fresh SQLite database."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        bin_dir = Path(sys.executable).parent
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GENOMICS_"))},
+            **env,
+            "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__MAX_MAP_LENGTH": "4096",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__TRIGGERER__CAPACITY": "4000",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
+            "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
+            "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
+        }
+        self.airflow = str(bin_dir / "airflow")
+        self.procs: dict[str, subprocess.Popen] = {}
+        subprocess.run([self.airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
+        subprocess.run([self.airflow, "pools", "import", str(ROOT / "pools.json")], env=self.env, check=True,
+                       capture_output=True)
+
+    def start(self, component: str) -> None:
+        log = open(self.home / f"{component}.log", "a")
+        self.procs[component] = subprocess.Popen([self.airflow, component], env=self.env, stdout=log,
+                                                 stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, component: str) -> None:
+        proc = self.procs.pop(component)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for component in list(self.procs):
+            self.kill(component)
+
+    def api(self, path: str, body: dict | None = None, method: str | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method or ("POST" if data else "GET"),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def db(self, sql: str, *params: Any) -> list[tuple]:
+        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, Any]) -> dict[str, Any]:
+    samples = [f"S{i:04d}" for i in range(args.samples)]
+    done = samples[: int(len(samples) * done_fraction)]
+    home = Path(tempfile.mkdtemp(prefix="scale-airflow-"))
+    sim_faults = {k: v for k, v in faults.items() if not k.startswith("_")}
+    moto, batch, env = simulated_aws.start(moto_port=free_port(), batch_port=free_port(),
+                                           tick_seconds=args.tick, seed=args.seed, **sim_faults)
+    plant_lake(boto3.client("s3", region_name="eu-west-1"), env["GENOMICS_LAKE_URI"], samples, done)
+    airflow = Airflow(home, env)
+    try:
+        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+            airflow.start(component)
+        simulated_aws.wait_for(lambda: _dag_ready(airflow), 300, 2, "the rnaseq DAG to be parsed")
+        airflow.api("/api/v2/dags/rnaseq", {"is_paused": False}, method="PATCH")
+        moto.counts.clear()
+        batch.sim.calls.clear()
+        batch.sim.submit_times.clear()
+        scheduler = psutil.Process(airflow.procs["scheduler"].pid)
+        cpu_before = _tree_cpu(scheduler)
+        conf = {"project": PROJECT, "samples": samples, "reference": REFERENCE, "pipeline_version": VERSION,
+                "fan_out": args.fan_out}
+        started = time.monotonic()
+        run_id = airflow.api("/api/v2/dags/rnaseq/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        peak_triggers, kills, deadline = 0, 0, started + args.timeout
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            peak_triggers = max(peak_triggers, airflow.db("SELECT count(*) FROM trigger")[0][0])
+            if kills < faults.get("_kill_triggerer", 0) and batch.sim.calls["SubmitJob"] >= (kills + 1) * max(
+                    1, len(samples) - len(done)) // (faults["_kill_triggerer"] + 1):
+                airflow.kill("triggerer")  # mid-run, while tasks are deferred on it
+                time.sleep(3)
+                airflow.start("triggerer")
+                kills += 1
+            states = _per_sample_states(airflow, run_id)
+            if _plan_failed(airflow, run_id) or (states["total"] and states["open"] == 0):
+                break
+        elapsed = time.monotonic() - started
+        cpu = _tree_cpu(scheduler) - cpu_before
+        tis = airflow.db("SELECT count(*) FROM task_instance WHERE run_id = ?", run_id)[0][0]
+        states = _per_sample_states(airflow, run_id)
+        jobs = _job_outcomes(batch.sim)
+        submits = sorted(batch.sim.submit_times)
+        return {
+            "samples": len(samples), "done_before": len(done), "fan_out": args.fan_out, "faults": faults,
+            "submit_job": batch.sim.calls["SubmitJob"],
+            "submit_throttled": batch.sim.calls["SubmitJob_throttled"],
+            "describe_jobs": batch.sim.calls["DescribeJobs"], "list_jobs": batch.sim.calls["ListJobs"],
+            "sqs_receive": moto.counts["sqs:ReceiveMessage"], "s3_list": moto.counts["s3:ListObjectsV2"],
+            "first_submit_s": round(submits[0] - started, 1) if submits else None,
+            "last_submit_s": round(submits[-1] - started, 1) if submits else None,
+            "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
+            "scheduler_cpu_s": round(cpu, 1), "triggerer_kills": kills, "per_sample_tis": states,
+            "events_published": batch.sim.events_published, "events_dropped": batch.sim.events_dropped,
+            **jobs,
+        }
+    finally:
+        airflow.stop()
+        batch.stop()
+        moto.stop()
+
+
+def _dag_ready(airflow: Airflow) -> bool:
+    try:
+        return airflow.api("/api/v2/dags/rnaseq")["dag_id"] == "rnaseq"
+    except OSError:
+        return False
+
+
+def _per_sample_states(airflow: Airflow, run_id: str) -> dict[str, int]:
+    rows = airflow.db("SELECT state, count(*) FROM task_instance WHERE run_id = ? AND task_id LIKE 'per_sample.%' "
+                      "GROUP BY state", run_id)
+    counts = {str(state): n for state, n in rows}
+    total = sum(counts.values())
+    return {"total": total, "open": sum(n for s, n in counts.items() if s not in TERMINAL_TI), **counts}
+
+
+def _plan_failed(airflow: Airflow, run_id: str) -> bool:
+    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id = 'plan'", run_id)
+    return bool(rows) and rows[0][0] in ("failed", "upstream_failed")
+
+
+def _job_outcomes(sim: Any) -> dict[str, Any]:
+    """How the Batch work ended: jobs by status, and duplicate submissions (two jobs of the same name)."""
+    parents = [j for j in sim.jobs.values() if j.parent is None]
+    names = Counter(j.name for j in parents)
+    children = [j for j in sim.jobs.values() if j.parent is not None]
+    units = children + [j for j in parents if not j.children]
+    return {"jobs_submitted": len(parents), "duplicate_job_names": sum(n - 1 for n in names.values() if n > 1),
+            "work_items": dict(Counter(j.status for j in units)),
+            "spot_retries": sum(1 for j in units if any("Host EC2" in a["statusReason"] for a in j.attempts))}
+
+
+def _tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1536)
+    parser.add_argument("--fan-out", default="array", choices=["array", "mapped", "auto"])
+    parser.add_argument("--done", type=float, action="append", help="fraction of samples already complete "
+                        "(repeatable; default 0 and 0.9)")
+    parser.add_argument("--tick", type=float, default=1.0, help="seconds per simulated state change")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--faults", action="store_true", help="events duplicated up to 3x and reordered, 5%% "
+                        "dropped, 30%% of SubmitJob throttled, 10%% of jobs reclaimed once, triggerer killed 3x")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args()
+    faults: dict[str, Any] = {}
+    if args.faults:
+        faults = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle_fraction": 0.3,
+                  "spot_fraction": 0.1, "_kill_triggerer": 3}
+    results = []
+    for fraction in args.done or [0.0, 0.9]:
+        result = run_once(args, fraction, faults)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The simulated AWS control plane as servers on loopback, for Airflow processes that are not this one.
+
+- moto's server answers SQS, EventBridge, DynamoDB, S3 and Athena; a WSGI wrapper counts the requests by
+  operation (ReceiveMessage, ListObjectsV2, ...).
+- The Batch API (REST-JSON, as botocore sends it) is answered by tests/doubles/simulated_batch.py behind an HTTP
+  server. A ticker moves every unfinished job one state forward per tick (time-compressed: a job takes about six
+  ticks from submission to its end) and the simulator publishes each change as a "Batch Job State Change" event
+  through moto's EventBridge, whose rule (built from infra/genomics.yaml) routes it to the SQS queue.
+
+Airflow processes reach them through AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_BATCH (botocore's per-service
+endpoint variables), so the production code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import boto3
+
+BATCH_PATHS = {"/v1/submitjob": "SubmitJob", "/v1/describejobs": "DescribeJobs", "/v1/listjobs": "ListJobs",
+               "/v1/terminatejob": "TerminateJob"}
+
+
+def _count_middleware(app: Any, counts: Counter, lock: threading.Lock) -> Any:
+    """Count moto's requests as service:Operation (JSON protocols by X-Amz-Target, S3 lists by query)."""
+
+    def wrapped(environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            name = target.split(".")[-1]
+            service = "sqs" if target.startswith("AmazonSQS") else target.split("_")[0].split(".")[0].lower()
+        else:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            method = environ.get("REQUEST_METHOD", "")
+            if "list-type" in query or (method == "GET" and environ.get("PATH_INFO", "/").count("/") <= 1
+                                        and "prefix" in query):
+                service, name = "s3", "ListObjectsV2"
+            else:
+                service, name = "other", method
+        with lock:
+            counts[f"{service}:{name}"] += 1
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class MotoServer:
+    def __init__(self, port: int):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        app = _count_middleware(DomainDispatcherApplication(create_backend_app), self.counts, self.lock)
+        self.server = make_server("127.0.0.1", port, app, True, request_handler=QuietHandler)
+        self.url = f"http://127.0.0.1:{port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class BatchServer:
+    """SimulatedBatch behind HTTP, with a ticker thread; every call and tick holds one lock."""
+
+    def __init__(self, port: int, sim: Any, tick_seconds: float):
+        self.sim = sim
+        self.lock = threading.Lock()
+        self.tick_seconds = tick_seconds
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                path = self.path.split("?")[0].rstrip("/")
+                op = BATCH_PATHS.get(path)
+                if op is None and path.startswith("/v1/tags/"):
+                    op, body = "TagResource", {"resourceArn": unquote(path[len("/v1/tags/"):]), **body}
+                status, payload = server.call(op, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if status >= 400:
+                    self.send_header("x-amzn-ErrorType", payload["__type"])
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._tick, daemon=True).start()
+
+    def call(self, op: str | None, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        from tests.doubles.simulated_batch import _ApiError
+
+        if op == "TagResource":
+            return 200, {}
+        if op is None:
+            return 400, {"__type": "ClientException", "message": "unknown operation"}
+        with self.lock:
+            self.sim.calls[op] += 1
+            try:
+                return 200, getattr(self.sim, f"_op_{op}")(params)
+            except _ApiError as err:
+                return err.status, {"__type": err.code, "message": err.message}
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(self.tick_seconds):
+            with self.lock:
+                self.sim.step()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+
+
+def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region: str = "eu-west-1",
+          **faults: Any) -> tuple[MotoServer, BatchServer, dict[str, str]]:
+    """Start both servers and create the resources (from infra/genomics.yaml, as the aws tests do); returns
+    them and the GENOMICS_* / AWS_* environment an Airflow process needs to use them."""
+    from tests.conftest import ACCOUNT, create_aws_resources
+    from tests.doubles.simulated_batch import SimulatedBatch
+
+    moto = MotoServer(moto_port)
+    os.environ.update({"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region})
+    names = create_aws_resources(region)
+    sim = SimulatedBatch(boto3.client("events", region_name=region), region=region, account=ACCOUNT, **faults)
+    sim.calls.clear()
+    batch = BatchServer(batch_port, sim, tick_seconds)
+    env = {
+        "AWS_ENDPOINT_URL": moto.url,
+        "AWS_ENDPOINT_URL_BATCH": batch.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "GENOMICS_BACKEND": "aws",
+        "GENOMICS_AWS_CONN_ID": "",
+        "GENOMICS_REGION_NAME": region,
+        "GENOMICS_EVENT_QUEUE_URL": names["event_queue_url"],
+        "GENOMICS_JOB_STATE_TABLE": names["job_state_table"],
+        "GENOMICS_LAKE_URI": names["lake_uri"],
+    }
+    return moto, batch, env
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
