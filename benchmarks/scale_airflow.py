@@ -40,6 +40,8 @@ from genomics_steps import layout  # noqa: E402
 PROJECT, REFERENCE, VERSION = "flowcell", "synthetic-v1", "1.0"
 STEPS = ["fastp", "salmon_quant"]
 TERMINAL_TI = {"success", "failed", "upstream_failed", "skipped", "removed"}
+DAG_FILES = {"rnaseq": ROOT / "dags" / "rnaseq.py",
+             "provider_batch": ROOT / "benchmarks" / "dags" / "provider_batch.py"}
 
 
 def free_port() -> int:
@@ -70,7 +72,7 @@ class Airflow:
     """api-server, scheduler, dag-processor and triggerer as separate processes (the triggerer can be killed
     and restarted), on a fresh SQLite database."""
 
-    def __init__(self, home: Path, env: dict[str, str]):
+    def __init__(self, home: Path, env: dict[str, str], dag_file: Path):
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -80,7 +82,7 @@ class Airflow:
             **env,
             "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self._dags_folder(dag_file)),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
@@ -95,12 +97,21 @@ class Airflow:
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
             "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
             "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
+            # time is compressed (a job lasts seconds), so is the silence after which DescribeJobs is asked
+            "GENOMICS_RECONCILE_AFTER_SECONDS": "30",
         }
         self.airflow = str(bin_dir / "airflow")
         self.procs: dict[str, subprocess.Popen] = {}
         subprocess.run([self.airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
         subprocess.run([self.airflow, "pools", "import", str(ROOT / "pools.json")], env=self.env, check=True,
                        capture_output=True)
+
+    def _dags_folder(self, dag_file: Path) -> Path:
+        """Only the DAG under test (a link to it), so the dag-processor parses nothing else."""
+        folder = self.home / "dags"
+        folder.mkdir()
+        (folder / dag_file.name).symlink_to(dag_file)
+        return folder
 
     def start(self, component: str) -> None:
         log = open(self.home / f"{component}.log", "a")
@@ -135,22 +146,24 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
     sim_faults = {k: v for k, v in faults.items() if not k.startswith("_")}
     moto, batch, env = simulated_aws.start(moto_port=free_port(), batch_port=free_port(),
                                            tick_seconds=args.tick, seed=args.seed, **sim_faults)
+    batch.kill_after_submit = faults.get("_kill_after_submit", 0)
     plant_lake(boto3.client("s3", region_name="eu-west-1"), env["GENOMICS_LAKE_URI"], samples, done)
-    airflow = Airflow(home, env)
+    dag_id = args.dag
+    airflow = Airflow(home, env, DAG_FILES[dag_id])
     try:
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             airflow.start(component)
-        simulated_aws.wait_for(lambda: _dag_ready(airflow), 300, 2, "the rnaseq DAG to be parsed")
-        airflow.api("/api/v2/dags/rnaseq", {"is_paused": False}, method="PATCH")
+        simulated_aws.wait_for(lambda: _dag_ready(airflow, dag_id), 300, 2, f"the {dag_id} DAG to be parsed")
+        airflow.api(f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
         moto.counts.clear()
         batch.sim.calls.clear()
         batch.sim.submit_times.clear()
         scheduler = psutil.Process(airflow.procs["scheduler"].pid)
         cpu_before = _tree_cpu(scheduler)
         conf = {"project": PROJECT, "samples": samples, "reference": REFERENCE, "pipeline_version": VERSION,
-                "fan_out": args.fan_out}
+                "fan_out": args.fan_out} if dag_id == "rnaseq" else {"samples": samples}  # it cannot skip any
         started = time.monotonic()
-        run_id = airflow.api("/api/v2/dags/rnaseq/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        run_id = airflow.api(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
         peak_triggers, kills, deadline = 0, 0, started + args.timeout
         while time.monotonic() < deadline:
             time.sleep(2)
@@ -171,7 +184,8 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
         jobs = _job_outcomes(batch.sim)
         submits = sorted(batch.sim.submit_times)
         return {
-            "samples": len(samples), "done_before": len(done), "fan_out": args.fan_out, "faults": faults,
+            "dag": dag_id, "samples": len(samples), "done_before": len(done),
+            "fan_out": args.fan_out if dag_id == "rnaseq" else "mapped", "faults": faults,
             "submit_job": batch.sim.calls["SubmitJob"],
             "submit_throttled": batch.sim.calls["SubmitJob_throttled"],
             "describe_jobs": batch.sim.calls["DescribeJobs"], "list_jobs": batch.sim.calls["ListJobs"],
@@ -179,7 +193,8 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
             "first_submit_s": round(submits[0] - started, 1) if submits else None,
             "last_submit_s": round(submits[-1] - started, 1) if submits else None,
             "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
-            "scheduler_cpu_s": round(cpu, 1), "triggerer_kills": kills, "per_sample_tis": states,
+            "scheduler_cpu_s": round(cpu, 1), "triggerer_kills": kills, "workers_killed": len(batch.killed),
+            "per_sample_tis": states,
             "events_published": batch.sim.events_published, "events_dropped": batch.sim.events_dropped,
             **jobs,
         }
@@ -189,23 +204,24 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
         moto.stop()
 
 
-def _dag_ready(airflow: Airflow) -> bool:
+def _dag_ready(airflow: Airflow, dag_id: str) -> bool:
     try:
-        return airflow.api("/api/v2/dags/rnaseq")["dag_id"] == "rnaseq"
+        return airflow.api(f"/api/v2/dags/{dag_id}")["dag_id"] == dag_id
     except OSError:
         return False
 
 
 def _per_sample_states(airflow: Airflow, run_id: str) -> dict[str, int]:
-    rows = airflow.db("SELECT state, count(*) FROM task_instance WHERE run_id = ? AND task_id LIKE 'per_sample.%' "
-                      "GROUP BY state", run_id)
+    rows = airflow.db("SELECT state, count(*) FROM task_instance WHERE run_id = ? AND "
+                      "(task_id LIKE 'per_sample.%' OR task_id = 'fastp') GROUP BY state", run_id)
     counts = {str(state): n for state, n in rows}
     total = sum(counts.values())
     return {"total": total, "open": sum(n for s, n in counts.items() if s not in TERMINAL_TI), **counts}
 
 
 def _plan_failed(airflow: Airflow, run_id: str) -> bool:
-    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id = 'plan'", run_id)
+    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id IN ('plan', 'overrides')",
+                      run_id)
     return bool(rows) and rows[0][0] in ("failed", "upstream_failed")
 
 
@@ -234,6 +250,8 @@ def _tree_cpu(proc: psutil.Process) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1536)
+    parser.add_argument("--dag", default="rnaseq", choices=sorted(DAG_FILES),
+                        help="provider_batch: the amazon provider's BatchOperator(deferrable=True), one per sample")
     parser.add_argument("--fan-out", default="array", choices=["array", "mapped", "auto"])
     parser.add_argument("--done", type=float, action="append", help="fraction of samples already complete "
                         "(repeatable; default 0 and 0.9)")
@@ -241,13 +259,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--faults", action="store_true", help="events duplicated up to 3x and reordered, 5%% "
-                        "dropped, 30%% of SubmitJob throttled, 10%% of jobs reclaimed once, triggerer killed 3x")
+                        "dropped, 30%% of SubmitJob throttled, 10%% of jobs reclaimed once, triggerer killed 3x, "
+                        "the first submitting worker killed right after its SubmitJob")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
     faults: dict[str, Any] = {}
     if args.faults:
         faults = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle_fraction": 0.3,
-                  "spot_fraction": 0.1, "_kill_triggerer": 3}
+                  "spot_fraction": 0.1, "_kill_triggerer": 3, "_kill_after_submit": 1}
     results = []
     for fraction in args.done or [0.0, 0.9]:
         result = run_once(args, fraction, faults)

@@ -92,7 +92,7 @@ class BatchServer:
                 op = BATCH_PATHS.get(path)
                 if op is None and path.startswith("/v1/tags/"):
                     op, body = "TagResource", {"resourceArn": unquote(path[len("/v1/tags/"):]), **body}
-                status, payload = server.call(op, body)
+                status, payload = server.call(op, body, self.client_address[1])
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -102,13 +102,15 @@ class BatchServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+        self.kill_after_submit = 0  # the next N submitting processes are killed once their job exists
+        self.killed: list[dict[str, Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         threading.Thread(target=self._tick, daemon=True).start()
 
-    def call(self, op: str | None, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def call(self, op: str | None, params: dict[str, Any], client_port: int = 0) -> tuple[int, dict[str, Any]]:
         from tests.doubles.simulated_batch import _ApiError
 
         if op == "TagResource":
@@ -118,9 +120,24 @@ class BatchServer:
         with self.lock:
             self.sim.calls[op] += 1
             try:
-                return 200, getattr(self.sim, f"_op_{op}")(params)
+                body = getattr(self.sim, f"_op_{op}")(params)
             except _ApiError as err:
                 return err.status, {"__type": err.code, "message": err.message}
+            if op == "SubmitJob" and self.kill_after_submit > 0 and self._kill_caller(body["jobName"], client_port):
+                self.kill_after_submit -= 1
+            return 200, body
+
+    def _kill_caller(self, job_name: str, port: int) -> bool:
+        """SIGKILL the process whose request created ``job_name``, before it hears the job id: the job exists
+        in Batch, the worker that asked for it is gone (a task worker killed right after SubmitJob)."""
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.pid and conn.pid != os.getpid():
+                os.kill(conn.pid, 9)
+                self.killed.append({"pid": conn.pid, "job_name": job_name})
+                return True
+        return False
 
     def _tick(self) -> None:
         while not self.stopping.wait(self.tick_seconds):
@@ -140,6 +157,9 @@ def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region:
     from tests.doubles.simulated_batch import SimulatedBatch
 
     moto = MotoServer(moto_port)
+    import urllib.request  # moto's backends are global to this process: start each run from nothing
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto.url}/moto-api/reset", method="POST"), timeout=30)
     os.environ.update({"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region})
     names = create_aws_resources(region)

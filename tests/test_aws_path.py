@@ -446,3 +446,22 @@ def test_the_sensor_refuses_values_that_are_not_job_ids(aws):
 
     with pytest.raises(ValueError, match="not Batch job ids"):
         BatchJobSensor(task_id="wait", job_ids=["$(reboot)"]).execute(task_context(task_id="wait"))
+
+
+def test_aws_clients_are_reused_within_a_process_for_a_while(monkeypatch):
+    """An array job stages a row per sample: building a client (connection lookup, botocore session) per
+    file made 500 of them in one task."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from platform_settings import PlatformSettings
+
+    made = []
+    monkeypatch.setattr(AwsBaseHook, "get_conn", lambda self: made.append(self.aws_conn_id) or object())
+    monkeypatch.setattr(backend, "_clients", {})
+    settings = PlatformSettings(region_name="eu-west-1")
+    first = backend.aws_client(settings, "s3")
+    assert backend.aws_client(settings, "s3") is first
+    assert backend.aws_client(settings, "s3", "aws_fsx_sweeper") is not first  # another connection
+    assert made == ["aws_default", "aws_fsx_sweeper"]
+    monkeypatch.setattr(backend, "CLIENT_REUSE_SECONDS", 0.0)
+    assert backend.aws_client(settings, "s3") is not first  # rebuilt once it is old: a changed connection shows

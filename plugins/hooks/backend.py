@@ -7,6 +7,9 @@ inside execute() or a trigger's run(), never in __init__ or at DAG parse time.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +28,31 @@ from platform_settings import PlatformSettings
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
+# Clients are reused within a process for a while: building one looks the Airflow connection up (a call to the
+# API server from a task) and creates a botocore session, which is too slow to do per file when an array job's
+# 500 samples each stage a row. botocore clients are thread-safe; credentials from an assumed role refresh
+# themselves, and a changed connection is seen once its client is rebuilt.
+CLIENT_REUSE_SECONDS = 600.0
+_clients: dict[tuple[Any, ...], tuple[float, Any]] = {}
+_clients_lock = threading.Lock()
+
+
 def aws_client(settings: PlatformSettings, service: str, conn_id: str | None = None) -> Any:
     """A boto3 client with the credentials of the Airflow connection ``conn_id`` (default
     ``settings.aws_conn_id``)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    hook = AwsBaseHook(aws_conn_id=conn_id or settings.aws_conn_id, client_type=service, region_name=settings.region_name,
-                       config=_BOTO_CONFIG)
-    return hook.get_conn()
+    conn_id = conn_id or settings.aws_conn_id
+    key = (conn_id, service, settings.region_name, os.getpid())
+    with _clients_lock:
+        cached = _clients.get(key)
+        if cached and time.monotonic() - cached[0] < CLIENT_REUSE_SECONDS:
+            return cached[1]
+        hook = AwsBaseHook(aws_conn_id=conn_id, client_type=service, region_name=settings.region_name,
+                           config=_BOTO_CONFIG)
+        client = hook.get_conn()
+        _clients[key] = (time.monotonic(), client)
+        return client
 
 
 def batch_api(settings: PlatformSettings) -> BatchApi:

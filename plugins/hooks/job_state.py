@@ -41,6 +41,10 @@ def rate_window(rate_per_second: float) -> tuple[float, int]:
 
 
 class JobStateStore(ABC):
+    # May record() run in several threads at once? Each record is one conditional write, so a remote store
+    # (DynamoDB) takes them in parallel; SQLite serialises writers anyway.
+    concurrent_writes: bool = False
+
     @abstractmethod
     def record(self, state: JobState) -> bool:
         """Store ``state`` unless a later (or equal) observation is already stored. True if it was applied."""
@@ -202,6 +206,8 @@ def _job_key(job_id: str) -> dict[str, Any]:
 
 
 class DynamoDbJobStateStore(JobStateStore):
+    concurrent_writes = True
+
     def __init__(self, client: Any, table: str):
         self.client = client
         self.table = table
