@@ -40,6 +40,11 @@ from genomics_steps import layout  # noqa: E402
 PROJECT, REFERENCE, VERSION = "flowcell", "synthetic-v1", "1.0"
 STEPS = ["fastp", "salmon_quant"]
 TERMINAL_TI = {"success", "failed", "upstream_failed", "skipped", "removed"}
+# The fault-injection run: each event delivered 1-3 times and reordered, 5% dropped, 30% of SubmitJob calls
+# throttled, 10% of jobs reclaimed once as Spot, the triggerer killed three times mid-run, and the first
+# submitting worker killed right after its SubmitJob (keys with "_" are the harness's, the rest the simulator's).
+FAULTS = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle_fraction": 0.3,
+          "spot_fraction": 0.1, "_kill_triggerer": 3, "_kill_after_submit": 1}
 DAG_FILES = {"rnaseq": ROOT / "dags" / "rnaseq.py",
              "provider_batch": ROOT / "benchmarks" / "dags" / "provider_batch.py"}
 
@@ -164,13 +169,17 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
                 "fan_out": args.fan_out} if dag_id == "rnaseq" else {"samples": samples}  # it cannot skip any
         started = time.monotonic()
         run_id = airflow.api(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
-        peak_triggers, kills, deadline = 0, 0, started + args.timeout
+        peak_triggers, kills, deadline, deferred_since = 0, 0, started + args.timeout, None
         while time.monotonic() < deadline:
             time.sleep(2)
-            peak_triggers = max(peak_triggers, airflow.db("SELECT count(*) FROM trigger")[0][0])
-            if kills < faults.get("_kill_triggerer", 0) and batch.sim.calls["SubmitJob"] >= (kills + 1) * max(
-                    1, len(samples) - len(done)) // (faults["_kill_triggerer"] + 1):
-                airflow.kill("triggerer")  # mid-run, while tasks are deferred on it
+            triggers = airflow.db("SELECT count(*) FROM trigger")[0][0]
+            peak_triggers = max(peak_triggers, triggers)
+            if triggers and deferred_since is None:
+                deferred_since = time.monotonic()
+            # mid-run, while tasks are deferred on it: 10 s after the first deferral, then every 20 s
+            if (kills < faults.get("_kill_triggerer", 0) and triggers
+                    and time.monotonic() >= deferred_since + 10 + 20 * kills):
+                airflow.kill("triggerer")
                 time.sleep(3)
                 airflow.start("triggerer")
                 kills += 1
@@ -213,14 +222,14 @@ def _dag_ready(airflow: Airflow, dag_id: str) -> bool:
 
 def _per_sample_states(airflow: Airflow, run_id: str) -> dict[str, int]:
     rows = airflow.db("SELECT state, count(*) FROM task_instance WHERE run_id = ? AND "
-                      "(task_id LIKE 'per_sample.%' OR task_id = 'fastp') GROUP BY state", run_id)
+                      "(task_id LIKE 'per_sample.%' OR task_id IN ('fastp', 'salmon_quant')) GROUP BY state", run_id)
     counts = {str(state): n for state, n in rows}
     total = sum(counts.values())
     return {"total": total, "open": sum(n for s, n in counts.items() if s not in TERMINAL_TI), **counts}
 
 
 def _plan_failed(airflow: Airflow, run_id: str) -> bool:
-    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id IN ('plan', 'overrides')",
+    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id IN ('plan', 'fastp_overrides')",
                       run_id)
     return bool(rows) and rows[0][0] in ("failed", "upstream_failed")
 
@@ -263,10 +272,7 @@ def main() -> int:
                         "the first submitting worker killed right after its SubmitJob")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
-    faults: dict[str, Any] = {}
-    if args.faults:
-        faults = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle_fraction": 0.3,
-                  "spot_fraction": 0.1, "_kill_triggerer": 3, "_kill_after_submit": 1}
+    faults = FAULTS if args.faults else {}
     results = []
     for fraction in args.done or [0.0, 0.9]:
         result = run_once(args, fraction, faults)

@@ -251,15 +251,20 @@ class EventHub:
                 self._learn(state, heard=True)
 
     def _record_all(self, states: list[JobState]) -> None:
-        """Record one receive's states before their messages are deleted. Against DynamoDB the (up to ten)
-        conditional writes go out together: the consumer's pace is one write's latency per receive, not ten."""
-        if self.store.concurrent_writes and len(states) > 1:
-            with ThreadPoolExecutor(max_workers=len(states)) as pool:
-                list(pool.map(self.store.record, states))
+        """Record one receive's states before their messages are deleted: per job only the latest (duplicates
+        and superseded states need no write). Against DynamoDB the writes go out together, one job each: the
+        consumer's pace is one write's latency per receive, not ten."""
+        latest: dict[str, JobState] = {}
+        for state in states:
+            if state.job_id not in latest or state.order > latest[state.job_id].order:
+                latest[state.job_id] = state
+        if self.store.concurrent_writes and len(latest) > 1:
+            with ThreadPoolExecutor(max_workers=len(latest)) as pool:
+                list(pool.map(self.store.record, latest.values()))
         else:
-            for state in states:
+            for state in latest.values():
                 self.store.record(state)
-        self.stats["store_writes"] += len(states)
+        self.stats["store_writes"] += len(latest)
 
     async def _read_store(self) -> None:
         failures = 0
