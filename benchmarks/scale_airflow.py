@@ -102,8 +102,10 @@ class Airflow:
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
             "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
             "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
-            # time is compressed (a job lasts seconds), so is the silence after which DescribeJobs is asked
+            # time is compressed (a job lasts seconds), so are the silence after which DescribeJobs is asked
+            # and the wait before a failed task's retry (Airflow's default is 300 s)
             "GENOMICS_RECONCILE_AFTER_SECONDS": "30",
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "10",
         }
         self.airflow = str(bin_dir / "airflow")
         self.procs: dict[str, subprocess.Popen] = {}
