@@ -274,6 +274,7 @@ def main() -> int:
                         "the first submitting worker killed right after its SubmitJob")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopping the harness stops its Airflow too
     faults = FAULTS if args.faults else {}
     results = []
     for fraction in args.done or [0.0, 0.9]:
