@@ -33,7 +33,8 @@ def test_rnaseq_through_real_airflow_skips_what_is_done_and_submits_the_rest_onc
 def test_every_fault_at_once_leaves_every_sample_right_and_no_job_twice():
     from scale_airflow import FAULTS, run_once
 
-    result = run_once(_args(), done_fraction=0.0, faults={**FAULTS, "_kill_triggerer": 1})
+    # Spot at 50% here: at 10% of 24 jobs, no reclaim at all would happen in one run of twelve or so
+    result = run_once(_args(), done_fraction=0.0, faults={**FAULTS, "spot_fraction": 0.5, "_kill_triggerer": 1})
     assert result["per_sample_tis"]["success"] == 24 and result["per_sample_tis"]["open"] == 0, result
     assert result["work_items"] == {"SUCCEEDED": 24}, result
     assert result["duplicate_job_names"] == 0, result
