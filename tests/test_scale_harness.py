@@ -27,7 +27,9 @@ def test_rnaseq_through_real_airflow_skips_what_is_done_and_submits_the_rest_onc
     assert result["per_sample_tis"] == {"total": 12, "open": 0, "success": 12}, result  # 6 samples x 2 steps
     assert result["submit_job"] == 12 and result["duplicate_job_names"] == 0
     assert result["work_items"] == {"SUCCEEDED": 12}
-    assert result["describe_jobs"] == 0, "events, not polling"
+    # events, not polling: DescribeJobs is only the safety net for a job silent past the (compressed, 30 s)
+    # reconcile interval, which a loaded machine can reach for a few jobs
+    assert result["describe_jobs"] <= result["submit_job"] // 4, result
 
 
 def test_every_fault_at_once_leaves_every_sample_right_and_no_job_twice():
