@@ -8,7 +8,8 @@ benchmarks/simulated_aws.py (moto's server + the simulated Batch that emits even
 
 Reports, per run: SubmitJob / DescribeJobs / SQS ReceiveMessage / S3 ListObjectsV2 calls, seconds from the
 trigger to the first and to the last submission, task instances created, peak triggerer slots (rows in the
-trigger table), the scheduler's CPU seconds, and how every sample ended (its Batch jobs, duplicates).
+trigger table), the CPU seconds of the scheduler and of the task processes its LocalExecutor ran, and how
+every sample ended (its Batch jobs, duplicates).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ TERMINAL_TI = {"success", "failed", "upstream_failed", "skipped", "removed"}
 FAULTS = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle_fraction": 0.3,
           "spot_fraction": 0.1, "_kill_triggerer": 3, "_kill_after_submit": 1}
 DAG_FILES = {"rnaseq": ROOT / "dags" / "rnaseq.py",
-             "provider_batch": ROOT / "benchmarks" / "dags" / "provider_batch.py"}
+             "provider_batch": ROOT / "benchmarks" / "dags" / "provider_batch.py",
+             "provider_batch_array": ROOT / "benchmarks" / "dags" / "provider_batch.py"}
 
 
 def free_port() -> int:
@@ -162,11 +164,11 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
             airflow.start(component)
         simulated_aws.wait_for(lambda: _dag_ready(airflow, dag_id), 300, 2, f"the {dag_id} DAG to be parsed")
         airflow.api(f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
-        moto.counts.clear()
+        moto.clear_counts()
         batch.sim.calls.clear()
         batch.sim.submit_times.clear()
         scheduler = psutil.Process(airflow.procs["scheduler"].pid)
-        cpu_before = _tree_cpu(scheduler)
+        cpu_before = _cpu(scheduler)
         conf = {"project": PROJECT, "samples": samples, "reference": REFERENCE, "pipeline_version": VERSION,
                 "fan_out": args.fan_out} if dag_id == "rnaseq" else {"samples": samples}  # it cannot skip any
         started = time.monotonic()
@@ -189,22 +191,24 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
             if _plan_failed(airflow, run_id) or (states["total"] and states["open"] == 0):
                 break
         elapsed = time.monotonic() - started
-        cpu = _tree_cpu(scheduler) - cpu_before
+        cpu = [after - before for after, before in zip(_cpu(scheduler), cpu_before)]
         tis = airflow.db("SELECT count(*) FROM task_instance WHERE run_id = ?", run_id)[0][0]
         states = _per_sample_states(airflow, run_id)
         jobs = _job_outcomes(batch.sim)
         submits = sorted(batch.sim.submit_times)
+        counts = moto.counts()
         return {
             "dag": dag_id, "samples": len(samples), "done_before": len(done),
-            "fan_out": args.fan_out if dag_id == "rnaseq" else "mapped", "faults": faults,
+            "fan_out": args.fan_out if dag_id == "rnaseq" else ("array" if dag_id.endswith("_array") else "mapped"),
+            "faults": faults,
             "submit_job": batch.sim.calls["SubmitJob"],
             "submit_throttled": batch.sim.calls["SubmitJob_throttled"],
             "describe_jobs": batch.sim.calls["DescribeJobs"], "list_jobs": batch.sim.calls["ListJobs"],
-            "sqs_receive": moto.counts["sqs:ReceiveMessage"], "s3_list": moto.counts["s3:ListObjectsV2"],
+            "sqs_receive": counts["sqs:ReceiveMessage"], "s3_list": counts["s3:ListObjectsV2"],
             "first_submit_s": round(submits[0] - started, 1) if submits else None,
             "last_submit_s": round(submits[-1] - started, 1) if submits else None,
             "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
-            "scheduler_cpu_s": round(cpu, 1), "triggerer_kills": kills, "workers_killed": len(batch.killed),
+            "scheduler_cpu_s": round(cpu[0], 1), "task_cpu_s": round(cpu[1], 1), "triggerer_kills": kills, "workers_killed": len(batch.killed),
             "per_sample_tis": states,
             "events_published": batch.sim.events_published, "events_dropped": batch.sim.events_dropped,
             **jobs,
@@ -247,22 +251,27 @@ def _job_outcomes(sim: Any) -> dict[str, Any]:
             "spot_retries": sum(1 for j in units if any("Host EC2" in a["statusReason"] for a in j.attempts))}
 
 
-def _tree_cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+def _cpu(scheduler: psutil.Process) -> tuple[float, float]:
+    """CPU seconds of the scheduler process itself, and of everything under it: with LocalExecutor that is
+    the executor's workers and every task process they ran (those that ended are counted in their parent's
+    children times)."""
+    own = scheduler.cpu_times()
+    tasks = own.children_user + own.children_system
+    for p in scheduler.children(recursive=True):
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            tasks += t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             pass
-    return total
+    return own.user + own.system, tasks
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1536)
     parser.add_argument("--dag", default="rnaseq", choices=sorted(DAG_FILES),
-                        help="provider_batch: the amazon provider's BatchOperator(deferrable=True), one per sample")
+                        help="provider_batch: the amazon provider's BatchOperator(deferrable=True), one per "
+                        "sample and step; provider_batch_array: one array job per step")
     parser.add_argument("--fan-out", default="array", choices=["array", "mapped", "auto"])
     parser.add_argument("--done", type=float, action="append", help="fraction of samples already complete "
                         "(repeatable; default 0 and 0.9)")

@@ -1,7 +1,7 @@
 """The simulated AWS control plane as servers on loopback, for Airflow processes that are not this one.
 
-- moto's server answers SQS, EventBridge, DynamoDB, S3 and Athena; a WSGI wrapper counts the requests by
-  operation (ReceiveMessage, ListObjectsV2, ...).
+- moto's server answers SQS, EventBridge, DynamoDB, S3 and Athena, in a process of its own; a WSGI wrapper
+  counts the requests by operation (ReceiveMessage, ListObjectsV2, ...).
 - The Batch API (REST-JSON, as botocore sends it) is answered by tests/doubles/simulated_batch.py behind an HTTP
   server. A ticker moves every unfinished job one state forward per tick (time-compressed: a job takes about six
   ticks from submission to its end) and the simulator publishes each change as a "Batch Job State Change" event
@@ -28,10 +28,23 @@ BATCH_PATHS = {"/v1/submitjob": "SubmitJob", "/v1/describejobs": "DescribeJobs",
                "/v1/terminatejob": "TerminateJob"}
 
 
-def _count_middleware(app: Any, counts: Counter, lock: threading.Lock) -> Any:
-    """Count moto's requests as service:Operation (JSON protocols by X-Amz-Target, S3 lists by query)."""
+COUNTS_PATH = "/_harness/counts"  # GET: the counts so far as JSON; DELETE: start counting again
+
+
+def _count_middleware(app: Any) -> Any:
+    """Count moto's requests as service:Operation (JSON protocols by X-Amz-Target, S3 lists by query), and
+    answer COUNTS_PATH with them."""
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
 
     def wrapped(environ, start_response):
+        if environ.get("PATH_INFO") == COUNTS_PATH:
+            with lock:
+                if environ.get("REQUEST_METHOD") == "DELETE":
+                    counts.clear()
+                body = json.dumps(counts).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target:
             name = target.split(".")[-1]
@@ -51,24 +64,82 @@ def _count_middleware(app: Any, counts: Counter, lock: threading.Lock) -> Any:
     return wrapped
 
 
+def _cache_sqs_approximate_counts(seconds: float = 1.0) -> None:
+    """moto recounts a queue's messages (a scan of all of them) for every message it sends and for every
+    message it receives, because both read the whole attribute set; with thousands of events in flight that
+    is quadratic and moto, not the code under test, becomes the bottleneck. SQS documents these counts as
+    approximate and eventually consistent, so the harness lets them be up to ``seconds`` old."""
+    from moto.sqs.models import Queue
+
+    cache: dict[tuple[int, str], tuple[float, int]] = {}
+    for name in ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
+                 "approximate_number_of_messages_not_visible"):
+        count = getattr(Queue, name).fget
+
+        def cached(queue: Any, count: Any = count, name: str = name) -> int:
+            now = time.monotonic()
+            at, value = cache.get((id(queue), name), (float("-inf"), 0))
+            if now - at >= seconds:
+                value = count(queue)
+                cache[(id(queue), name)] = (now, value)
+            return value
+
+        setattr(Queue, name, property(cached))
+
+
+def serve_moto(port: int) -> None:
+    """moto's server with the counting wrapper, in this process until it is killed."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    _cache_sqs_approximate_counts()
+
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    app = _count_middleware(DomainDispatcherApplication(create_backend_app))
+    make_server("127.0.0.1", port, app, True, request_handler=QuietHandler).serve_forever()
+
+
 class MotoServer:
+    """moto in a process of its own: a fresh one per run (moto's state is global to its process), and one
+    that does not share an interpreter lock with the simulated Batch publishing thousands of events."""
+
     def __init__(self, port: int):
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
+        import subprocess
+        import sys
 
-        class QuietHandler(MotoRequestHandler):
-            def log_request(self, *args: Any, **kwargs: Any) -> None:
-                pass
-
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        app = _count_middleware(DomainDispatcherApplication(create_backend_app), self.counts, self.lock)
-        self.server = make_server("127.0.0.1", port, app, True, request_handler=QuietHandler)
         self.url = f"http://127.0.0.1:{port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.proc = subprocess.Popen([sys.executable, __file__, "moto", "--port", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._up, 60, 0.2, "moto's server to listen")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"moto's server exited with {self.proc.returncode}")
+        try:
+            self.counts()
+            return True
+        except OSError:
+            return False
+
+    def _counts_request(self, method: str) -> Counter[str]:
+        import urllib.request
+
+        request = urllib.request.Request(self.url + COUNTS_PATH, method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Counter(json.load(response))
+
+    def counts(self) -> Counter[str]:
+        return self._counts_request("GET")
+
+    def clear_counts(self) -> None:
+        self._counts_request("DELETE")
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.proc.kill()
+        self.proc.wait()
 
 
 class _EventBuffer:
@@ -176,9 +247,6 @@ def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region:
     from tests.doubles.simulated_batch import SimulatedBatch
 
     moto = MotoServer(moto_port)
-    import urllib.request  # moto's backends are global to this process: start each run from nothing
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto.url}/moto-api/reset", method="POST"), timeout=30)
     os.environ.update({"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region})
     names = create_aws_resources(region)
@@ -210,3 +278,12 @@ def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "cond
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="moto's server with request counts (started by MotoServer)")
+    parser.add_argument("role", choices=["moto"])
+    parser.add_argument("--port", type=int, required=True)
+    serve_moto(parser.parse_args().port)
