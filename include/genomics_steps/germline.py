@@ -1,4 +1,5 @@
-"""Germline variant-calling steps (image docker/germline: bwa, samtools, bcftools, tabix).
+"""Germline variant-calling steps (image docker/steps with PIPELINE=germline: bwa, samtools,
+bcftools, tabix).
 
     python -m genomics_steps.germline bwa-index --reference R [--force true]
     python -m genomics_steps.germline bwa-mem --pipeline-version V --reference R [--input-prefix URI]

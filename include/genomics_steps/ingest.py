@@ -1,4 +1,5 @@
-"""GEO/SRA ingestion steps (image docker/ingest: sra-toolkit, pigz, fastp, multiqc).
+"""GEO/SRA ingestion steps (image docker/steps with PIPELINE=ingest: sra-toolkit, pigz,
+fastp, multiqc).
 
     python -m genomics_steps.ingest download --pipeline-version V [--force true]
     python -m genomics_steps.ingest qc --pipeline-version V --min-reads N --min-q30-rate F [--force true]

@@ -1,4 +1,4 @@
-"""RNA-seq steps (image docker/rnaseq: fastp, salmon).
+"""RNA-seq steps (image docker/steps with PIPELINE=rnaseq: fastp, salmon).
 
     python -m genomics_steps.rnaseq salmon-index --reference R [--force true]
     python -m genomics_steps.rnaseq fastp --pipeline-version V [--input-prefix URI] [--force true]
