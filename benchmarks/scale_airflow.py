@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import psutil  # noqa: E402
 
 import simulated_aws  # noqa: E402
 from genomics_steps import layout  # noqa: E402
+from tests.doubles.airflow_process import airflow_env, free_port  # noqa: E402
 
 PROJECT, REFERENCE, VERSION = "flowcell", "synthetic-v1", "1.0"
 STEPS = ["fastp", "salmon_quant"]
@@ -49,12 +49,6 @@ FAULTS = {"max_duplicates": 2, "reorder": True, "drop_fraction": 0.05, "throttle
 DAG_FILES = {"rnaseq": ROOT / "dags" / "rnaseq.py",
              "provider_batch": ROOT / "benchmarks" / "dags" / "provider_batch.py",
              "provider_batch_array": ROOT / "benchmarks" / "dags" / "provider_batch.py"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plant_lake(s3: Any, lake: str, samples: list[str], done: list[str]) -> None:
@@ -84,31 +78,16 @@ class Airflow:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GENOMICS_"))},
-            **env,
-            "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self._dags_folder(dag_file)),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__MAX_MAP_LENGTH": "4096",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__TRIGGERER__CAPACITY": "4000",
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
-            "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
-            "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
+        self.env = airflow_env(
+            home, bin_dir, dags_folder=self._dags_folder(dag_file), api_port=self.port, **env,
+            AIRFLOW__CORE__MAX_MAP_LENGTH="4096",
+            AIRFLOW__TRIGGERER__CAPACITY="4000",
+            AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="600",
             # time is compressed (a job lasts seconds), so are the silence after which DescribeJobs is asked
             # and the wait before a failed task's retry (Airflow's default is 300 s)
-            "GENOMICS_RECONCILE_AFTER_SECONDS": "30",
-            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "10",
-        }
+            GENOMICS_RECONCILE_AFTER_SECONDS="30",
+            AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="10",
+        )
         self.airflow = str(bin_dir / "airflow")
         self.procs: dict[str, subprocess.Popen] = {}
         subprocess.run([self.airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.doubles.airflow_process import airflow_env
 
 pytestmark = pytest.mark.e2e
 
@@ -23,17 +24,7 @@ def airflow30(tmp_path_factory):
     if not python.exists():
         pytest.fail(f"{VENV} is missing: ./dev test installs Airflow 3.0.6 there")
     home = tmp_path_factory.mktemp("airflow30")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GENOMICS_", "PYTHONPATH"))},
-        "PATH": os.pathsep.join([str(VENV / "bin"), os.environ.get("PATH", "")]),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
-        "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
-    }
+    env = airflow_env(home, VENV / "bin")
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.doubles.airflow_process import airflow_env, free_port
+
 pytestmark = pytest.mark.ui
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +27,6 @@ PIPELINE_DAGS = ["rnaseq", "germline", "regenie_gwas", "geo_ingestion"]
 ALL_DAGS = sorted([*PIPELINE_DAGS, "fsx_sweeper", "batch_events_demo"])
 RNASEQ_PARAM_TITLES = ["Project", "Samples", "Reference", "Pipeline version", "Force", "Fan-out", "Reads location"]
 STARTUP_SECONDS = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get_json(url: str) -> dict:
@@ -44,25 +39,9 @@ def airflow_ui(tmp_path_factory):
     """`airflow standalone` (api-server, scheduler, dag-processor, triggerer) on free loopback ports, with the
     project's dags/ and plugins/, a fresh SQLite database and every user an admin (no login form)."""
     home = tmp_path_factory.mktemp("standalone")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),  # standalone runs `airflow ...`
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("plugins", "dags", "include")),
-        "GENOMICS_LOCAL_HOME": str(home / "local-platform"),
-    }
+    port = free_port()
+    env = airflow_env(home, Path(sys.executable).parent, api_port=port,
+                      AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True")
     log = open(home / "standalone.log", "w")
     process = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
