@@ -25,6 +25,15 @@ from airflow.sdk import Param, dag, task
 from batch_model import default_retry_strategy
 
 STEPS = ("fastp", "salmon_quant")
+DAG_ARGS = {
+    "schedule": None,
+    "start_date": datetime(2026, 1, 1),
+    "catchup": False,
+    "tags": ["benchmark"],
+    "doc_md": __doc__,
+    "default_args": {"owner": "platform", "retries": 2},
+    "params": {"samples": Param([], type="array", items={"type": "string"})},
+}
 
 
 def _operator(step: str) -> BatchOperator:
@@ -47,15 +56,7 @@ def _command(step: str) -> list[str]:
     return ["python3", "-m", "genomics_steps.rnaseq", step]
 
 
-@dag(
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    tags=["benchmark"],
-    doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2},
-    params={"samples": Param([], type="array", items={"type": "string"})},
-)
+@dag(**DAG_ARGS)
 def provider_batch():
     @task
     def overrides(step: str, params=None) -> list[dict]:
@@ -69,15 +70,7 @@ def provider_batch():
         previous = waits
 
 
-@dag(
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    tags=["benchmark"],
-    doc_md=__doc__,
-    default_args={"owner": "platform", "retries": 2},
-    params={"samples": Param([], type="array", items={"type": "string"})},
-)
+@dag(**DAG_ARGS)
 def provider_batch_array():
     @task
     def array_job(step: str, params=None, run_id=None) -> list[dict]:
