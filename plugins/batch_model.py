@@ -155,6 +155,18 @@ class JobState:
         return out
 
 
+def completion_event(states: list[JobState]) -> dict[str, Any]:
+    """What a task resumes with once its jobs have ended (BatchJobEventTrigger fires it; the operator builds it
+    itself for a job that had already ended when a retry reattached): ``status`` "success" if every job
+    succeeded, else "failed", one summary per job, and the failures' reasons."""
+    failed = [s for s in states if s.status == "FAILED"]
+    return {
+        "status": "failed" if failed else "success",
+        "jobs": [s.summary() for s in states],
+        "message": "; ".join(f"{s.job_id}: {s.status_reason}" for s in failed),
+    }
+
+
 def build_event(detail: dict[str, Any], *, region: str, account: str) -> dict[str, Any]:
     """Wrap a JobDetail in the envelope EventBridge delivers for a Batch state change."""
     return {

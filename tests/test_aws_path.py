@@ -152,11 +152,37 @@ def test_a_retry_after_the_job_failed_submits_a_new_generation(aws):
 
 def test_a_new_try_reuses_a_succeeded_job_unless_asked_to_rerun(aws):
     op, context = make_op(sample="S1"), task_context(try_number=1)
-    run_to_completion(aws, op, context)
-    reused = submit(make_op(sample="S1"), task_context(try_number=2))
+    _, event = run_to_completion(aws, op, context)
+    first = op.execute_complete(context, event)
+    # the job is over: the retry completes with it at once instead of deferring on a trigger that would fire
+    # immediately (which Airflow 3.3's scheduler can mistake for a task killed externally)
+    reused = make_op(sample="S1").execute(task_context(try_number=2))
     assert aws.sim.calls["SubmitJob"] == 1
+    assert reused["job_id"] == first["job_id"] and reused["status"] == "SUCCEEDED" and reused["sample"] == "S1"
     rerun = submit(make_op(sample="S1", rerun_succeeded=True), task_context(try_number=3))
-    assert aws.sim.calls["SubmitJob"] == 2 and rerun.job_ids != reused.job_ids
+    assert aws.sim.calls["SubmitJob"] == 2 and rerun.job_ids != [first["job_id"]]
+
+
+def test_a_retry_finding_its_job_ended_unheard_completes_from_one_describe_jobs(aws, monkeypatch):
+    """The worker died right after SubmitJob and the job ended before the retry, with no trigger consuming
+    its events: the retry finds the job by name, asks Batch once, and ends the task with the job's outcome."""
+    store_class = type(backend.job_state_store(aws.settings))
+    aws.sim.plan("S1", ["exit:3"])
+
+    def worker_killed(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(store_class, "put_submission", worker_killed)
+        with pytest.raises(SystemExit):
+            make_op(sample="S1").execute(task_context(try_number=1))
+    aws.sim.run_until_done()
+    with pytest.raises(AirflowException, match=r"(?s)FAILED after 1 attempt.*exit code 3"):
+        make_op(sample="S1").execute(task_context(try_number=2))  # no TaskDeferred: it ends here
+    assert aws.sim.calls["SubmitJob"] == 1 and aws.sim.calls["DescribeJobs"] == 1
+    # the next try sees the failure recorded and submits a new generation
+    retry = submit(make_op(sample="S1"), task_context(try_number=3))
+    assert aws.sim.calls["SubmitJob"] == 2 and aws.sim.jobs[retry.job_ids[0]].name.endswith("-g1")
 
 
 def test_throttled_submissions_are_retried_and_never_fail_the_task(aws, monkeypatch):

@@ -24,6 +24,7 @@ from batch_model import (
     MAX_ARRAY_SIZE,
     MAX_TAGS,
     JobState,
+    completion_event,
     default_retry_strategy,
     idempotency_key,
     job_name,
@@ -203,7 +204,7 @@ class BatchJobOperator(BaseOperator):
                 self.log.info("Job %s of an earlier try %s; submitting generation %s", prior["job_id"], status, generation)
             else:
                 self.log.info("Reattaching to job %s (%s) submitted by an earlier try", prior["job_id"], status)
-                return self._wait(context, settings, prior["job_id"])
+                return self._wait(context, settings, prior["job_id"], reattached=True)
 
         name = job_name(
             label_parts=[self.pipeline, self.step, self.sample or (f"{len(samples)}-samples" if samples else "")],
@@ -218,7 +219,7 @@ class BatchJobOperator(BaseOperator):
                 self.log.info("Found job %s named %s from an earlier try; reattaching", job_id, name)
                 store.put_submission(key, {"job_id": job_id, "job_name": name, "generation": generation,
                                            "job_queue": queue, "array_size": len(samples) or None})
-                return self._wait(context, settings, job_id)
+                return self._wait(context, settings, job_id, reattached=True)
 
         request = self._request(context, settings, name, queue, samples)
         submitted, throttled = submit_within_budget(
@@ -232,11 +233,20 @@ class BatchJobOperator(BaseOperator):
         self.log.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
         return self._wait(context, settings, job_id)
 
-    def _wait(self, context: Any, settings: PlatformSettings, job_id: str) -> Any:
+    def _wait(self, context: Any, settings: PlatformSettings, job_id: str, *, reattached: bool = False) -> Any:
         from triggers.batch_events import BatchJobEventTrigger
 
         self.job_id = job_id
         context["ti"].xcom_push(key="batch_job_id", value=job_id)
+        if reattached:
+            ended = _ended(settings, job_id)
+            if ended is not None:
+                # A retry finding its job already over completes here. Deferring would fire the trigger at
+                # once, and Airflow 3.3's scheduler can take a trigger that fires before it has processed
+                # the deferral's own exit for a task killed externally (apache/airflow#72716), failing the
+                # retry too.
+                self.log.info("Job %s already %s; completing without deferring", job_id, ended.status)
+                return self.execute_complete(context, completion_event([ended]))
         self.defer(
             trigger=BatchJobEventTrigger(
                 job_ids=[job_id], settings=settings.to_dict(), terminate_on_kill=self.terminate_on_kill
@@ -381,6 +391,21 @@ class BatchJobOperator(BaseOperator):
             from hooks import backend
 
             backend.batch_api(PlatformSettings.resolve()).terminate_job(self.job_id, "Airflow task was killed")
+
+
+def _ended(settings: PlatformSettings, job_id: str) -> JobState | None:
+    """The job's final state if it has ended: from the job-state store, else (an event not consumed yet, or
+    dropped) from one DescribeJobs call, recorded in the store as the reconciler would."""
+    from hooks import backend
+
+    store = backend.job_state_store(settings)
+    state = store.get_many([job_id]).get(job_id)
+    if state is None or not state.terminal:
+        found = backend.batch_api(settings).describe_jobs([job_id])
+        state = JobState.from_detail(found[0], source="reconcile") if found else None
+        if state is not None and state.terminal:
+            store.record(state)
+    return state if state is not None and state.terminal else None
 
 
 def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples: list[str]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batch_model import JobState
+from batch_model import JobState, completion_event
 from platform_settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -393,14 +393,7 @@ class BatchJobEventTrigger(BaseTrigger):
             return
         finally:
             watch.close()
-        failed = [s for s in states if s.status == "FAILED"]
-        yield TriggerEvent(
-            {
-                "status": "failed" if failed else "success",
-                "jobs": [s.summary() for s in states],
-                "message": "; ".join(f"{s.job_id}: {s.status_reason}" for s in failed),
-            }
-        )
+        yield TriggerEvent(completion_event(states))
 
     async def on_kill(self) -> None:
         """A user acted on the deferred task: stop paying for its jobs."""
