@@ -33,6 +33,18 @@ def submit(op, context):
     return deferred.value.trigger
 
 
+def die_after_submit(aws, monkeypatch, op):
+    """A first try whose worker dies between SubmitJob and recording the submission."""
+
+    def worker_killed(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(type(backend.job_state_store(aws.settings)), "put_submission", worker_killed)
+        with pytest.raises(SystemExit):
+            op.execute(task_context(try_number=1))
+
+
 def run_to_completion(aws, op, context):
     trigger = submit(op, context)
     aws.sim.run_until_done()
@@ -122,15 +134,7 @@ def test_an_airflow_retry_reattaches_to_the_running_job_instead_of_submitting_ag
 
 
 def test_a_retry_after_the_worker_died_between_submit_and_record_finds_the_job_by_name(aws, monkeypatch):
-    store_class = type(backend.job_state_store(aws.settings))
-
-    def worker_killed(*args, **kwargs):
-        raise SystemExit("worker killed")
-
-    with monkeypatch.context() as m:
-        m.setattr(store_class, "put_submission", worker_killed)
-        with pytest.raises(SystemExit):
-            make_op(sample="S1").execute(task_context(try_number=1))
+    die_after_submit(aws, monkeypatch, make_op(sample="S1"))
     assert aws.sim.calls["SubmitJob"] == 1
     trigger = submit(make_op(sample="S1"), task_context(try_number=2))
     assert aws.sim.calls["SubmitJob"] == 1
@@ -166,16 +170,8 @@ def test_a_new_try_reuses_a_succeeded_job_unless_asked_to_rerun(aws):
 def test_a_retry_finding_its_job_ended_unheard_completes_from_one_describe_jobs(aws, monkeypatch):
     """The worker died right after SubmitJob and the job ended before the retry, with no trigger consuming
     its events: the retry finds the job by name, asks Batch once, and ends the task with the job's outcome."""
-    store_class = type(backend.job_state_store(aws.settings))
     aws.sim.plan("S1", ["exit:3"])
-
-    def worker_killed(*args, **kwargs):
-        raise SystemExit("worker killed")
-
-    with monkeypatch.context() as m:
-        m.setattr(store_class, "put_submission", worker_killed)
-        with pytest.raises(SystemExit):
-            make_op(sample="S1").execute(task_context(try_number=1))
+    die_after_submit(aws, monkeypatch, make_op(sample="S1"))
     aws.sim.run_until_done()
     with pytest.raises(AirflowException, match=r"(?s)FAILED after 1 attempt.*exit code 3"):
         make_op(sample="S1").execute(task_context(try_number=2))  # no TaskDeferred: it ends here
