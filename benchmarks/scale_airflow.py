@@ -4,6 +4,7 @@ benchmarks/simulated_aws.py (moto's server + the simulated Batch that emits even
 
     ./dev bench scale                                  # 1,536 samples, array fan-out, 0% then 90% done
     ./dev bench scale --samples 200 --fan-out mapped --done 0
+    ./dev bench scale --dag provider_batch_array       # the amazon provider's BatchOperator, side by side
     ./dev bench scale --faults                         # the fault-injection run (see --help)
 
 Reports, per run: SubmitJob / DescribeJobs / SQS ReceiveMessage / S3 ListObjectsV2 calls, seconds from the
