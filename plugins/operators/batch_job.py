@@ -242,9 +242,8 @@ class BatchJobOperator(BaseOperator):
             ended = _ended(settings, job_id)
             if ended is not None:
                 # A retry finding its job already over completes here. Deferring would fire the trigger at
-                # once, and Airflow 3.3's scheduler can take a trigger that fires before it has processed
-                # the deferral's own exit for a task killed externally (apache/airflow#72716), failing the
-                # retry too.
+                # once, and Airflow 3.3's scheduler can fail a try whose trigger fires before it has processed
+                # that try's deferral (apache/airflow#67287, #72716): the retry would fail the same way.
                 self.log.info("Job %s already %s; completing without deferring", job_id, ended.status)
                 return self.execute_complete(context, completion_event([ended]))
         self.defer(
