@@ -188,7 +188,8 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
             "first_submit_s": round(submits[0] - started, 1) if submits else None,
             "last_submit_s": round(submits[-1] - started, 1) if submits else None,
             "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
-            "scheduler_cpu_s": round(cpu[0], 1), "task_cpu_s": round(cpu[1], 1), "triggerer_kills": kills, "workers_killed": len(batch.killed),
+            "scheduler_cpu_s": round(cpu[0], 1), "task_cpu_s": round(cpu[1], 1), "triggerer_kills": kills,
+            "workers_killed": len(batch.killed),
             "per_sample_tis": states,
             "events_published": batch.sim.events_published, "events_dropped": batch.sim.events_dropped,
             **jobs,
@@ -215,8 +216,8 @@ def _per_sample_states(airflow: Airflow, run_id: str) -> dict[str, int]:
 
 
 def _plan_failed(airflow: Airflow, run_id: str) -> bool:
-    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id IN ('plan', 'fastp_overrides')",
-                      run_id)
+    rows = airflow.db("SELECT state FROM task_instance WHERE run_id = ? AND task_id IN "
+                      "('plan', 'fastp_overrides', 'fastp_array')", run_id)  # the first task of each DAG
     return bool(rows) and rows[0][0] in ("failed", "upstream_failed")
 
 

@@ -204,7 +204,7 @@ class BatchJobOperator(BaseOperator):
                 self.log.info("Job %s of an earlier try %s; submitting generation %s", prior["job_id"], status, generation)
             else:
                 self.log.info("Reattaching to job %s (%s) submitted by an earlier try", prior["job_id"], status)
-                return self._wait(context, settings, prior["job_id"], reattached=True)
+                return self._wait(context, settings, prior["job_id"], _ended(store, api, prior["job_id"], state))
 
         name = job_name(
             label_parts=[self.pipeline, self.step, self.sample or (f"{len(samples)}-samples" if samples else "")],
@@ -219,7 +219,7 @@ class BatchJobOperator(BaseOperator):
                 self.log.info("Found job %s named %s from an earlier try; reattaching", job_id, name)
                 store.put_submission(key, {"job_id": job_id, "job_name": name, "generation": generation,
                                            "job_queue": queue, "array_size": len(samples) or None})
-                return self._wait(context, settings, job_id, reattached=True)
+                return self._wait(context, settings, job_id, _ended(store, api, job_id))
 
         request = self._request(context, settings, name, queue, samples)
         submitted, throttled = submit_within_budget(
@@ -233,19 +233,18 @@ class BatchJobOperator(BaseOperator):
         self.log.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
         return self._wait(context, settings, job_id)
 
-    def _wait(self, context: Any, settings: PlatformSettings, job_id: str, *, reattached: bool = False) -> Any:
+    def _wait(self, context: Any, settings: PlatformSettings, job_id: str, ended: JobState | None = None) -> Any:
+        """Defer until the job ends, or, for a retry that reattached to a job already over (``ended``),
+        complete now. Deferring would fire the trigger at once, and Airflow 3.3's scheduler can fail a try whose
+        trigger fires before it has processed that try's deferral (apache/airflow#67287, #72716): the retry
+        would fail the same way."""
         from triggers.batch_events import BatchJobEventTrigger
 
         self.job_id = job_id
         context["ti"].xcom_push(key="batch_job_id", value=job_id)
-        if reattached:
-            ended = _ended(settings, job_id)
-            if ended is not None:
-                # A retry finding its job already over completes here. Deferring would fire the trigger at
-                # once, and Airflow 3.3's scheduler can fail a try whose trigger fires before it has processed
-                # that try's deferral (apache/airflow#67287, #72716): the retry would fail the same way.
-                self.log.info("Job %s already %s; completing without deferring", job_id, ended.status)
-                return self.execute_complete(context, completion_event([ended]))
+        if ended is not None:
+            self.log.info("Job %s already %s; completing without deferring", job_id, ended.status)
+            return self.execute_complete(context, completion_event([ended]))
         self.defer(
             trigger=BatchJobEventTrigger(
                 job_ids=[job_id], settings=settings.to_dict(), terminate_on_kill=self.terminate_on_kill
@@ -392,19 +391,26 @@ class BatchJobOperator(BaseOperator):
             backend.batch_api(PlatformSettings.resolve()).terminate_job(self.job_id, "Airflow task was killed")
 
 
-def _ended(settings: PlatformSettings, job_id: str) -> JobState | None:
-    """The job's final state if it has ended: from the job-state store, else (an event not consumed yet, or
-    dropped) from one DescribeJobs call, recorded in the store as the reconciler would."""
-    from hooks import backend
-
-    store = backend.job_state_store(settings)
-    state = store.get_many([job_id]).get(job_id)
+def _ended(store: Any, api: Any, job_id: str, stored: JobState | None = None) -> JobState | None:
+    """A reattached job's final state if it has ended: ``stored`` (what the job-state store holds) when that is
+    final, else one DescribeJobs call (its events not consumed yet, or dropped), recorded in the store as the
+    reconciler would, so the next try sees a failure and submits a new generation."""
+    if stored is not None and stored.terminal:
+        return stored
+    state = next(iter(_described(api, [job_id])), None)
     if state is None or not state.terminal:
-        found = backend.batch_api(settings).describe_jobs([job_id])
-        state = JobState.from_detail(found[0], source="reconcile") if found else None
-        if state is not None and state.terminal:
-            store.record(state)
-    return state if state is not None and state.terminal else None
+        return None
+    store.record(state)
+    return state
+
+
+def _described(api: Any, job_ids: list[str]) -> list[JobState]:
+    """DescribeJobs for ``job_ids``, at most 100 ids a call; jobs Batch does not know are left out."""
+    return [
+        JobState.from_detail(detail, source="reconcile")
+        for start in range(0, len(job_ids), 100)
+        for detail in api.describe_jobs(job_ids[start : start + 100])
+    ]
 
 
 def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples: list[str]) -> list[dict[str, Any]]:
@@ -413,11 +419,8 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
     known = {c.array_index: c for c in backend.job_state_store(settings).children(parent_id) if c.terminal}
     missing = [f"{parent_id}:{i}" for i in range(len(samples)) if i not in known]
     if missing:
-        api = backend.batch_api(settings)
-        for start in range(0, len(missing), 100):
-            for detail in api.describe_jobs(missing[start : start + 100]):
-                state = JobState.from_detail(detail, source="reconcile")
-                known[state.array_index] = state
+        for state in _described(backend.batch_api(settings), missing):
+            known[state.array_index] = state
     out = []
     for index, sample in enumerate(samples):
         state = known.get(index)
