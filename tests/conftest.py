@@ -136,7 +136,7 @@ def aws(monkeypatch):
 
     from tests.doubles.fsx_lifecycle import FsxLifecycle
     from tests.doubles.simulated_batch import SimulatedBatch
-    from hooks import backend
+    from hooks import aws_clients
 
     with mock_aws():
         names = create_aws_resources()
@@ -164,7 +164,7 @@ def aws(monkeypatch):
             c = recording(boto3.client(service, region_name=REGION))
             return sim.attach(c) if service == "batch" else c
 
-        monkeypatch.setattr(backend, "aws_client", client)
+        monkeypatch.setattr(aws_clients, "aws_client", client)
         yield AwsWorld(
             settings=settings,
             sim=sim,

@@ -475,15 +475,16 @@ def test_aws_clients_are_reused_within_a_process_for_a_while(monkeypatch):
     file made 500 of them in one task."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+    from hooks import aws_clients
     from platform_settings import PlatformSettings
 
     made = []
     monkeypatch.setattr(AwsBaseHook, "get_conn", lambda self: made.append(self.aws_conn_id) or object())
-    monkeypatch.setattr(backend, "_clients", {})
+    monkeypatch.setattr(aws_clients, "_clients", {})
     settings = PlatformSettings(region_name="eu-west-1")
-    first = backend.aws_client(settings, "s3")
-    assert backend.aws_client(settings, "s3") is first
-    assert backend.aws_client(settings, "s3", "aws_fsx_sweeper") is not first  # another connection
+    first = aws_clients.aws_client(settings, "s3")
+    assert aws_clients.aws_client(settings, "s3") is first
+    assert aws_clients.aws_client(settings, "s3", "aws_fsx_sweeper") is not first  # another connection
     assert made == ["aws_default", "aws_fsx_sweeper"]
-    monkeypatch.setattr(backend, "CLIENT_REUSE_SECONDS", 0.0)
-    assert backend.aws_client(settings, "s3") is not first  # rebuilt once it is old: a changed connection shows
+    monkeypatch.setattr(aws_clients, "CLIENT_REUSE_SECONDS", 0.0)
+    assert aws_clients.aws_client(settings, "s3") is not first  # rebuilt once it is old: a changed connection shows

@@ -44,12 +44,12 @@ def test_batch_tasks_submit_through_the_submission_pool(dagbag):
 
 
 def test_parsing_a_dag_touches_neither_the_backend_nor_the_network(monkeypatch, dagbag):
-    from hooks import backend
+    from hooks import aws_clients, backend
 
     def forbidden(*args, **kwargs):
         raise AssertionError("DAG parsing must not create clients")
 
-    monkeypatch.setattr(backend, "aws_client", forbidden)
+    monkeypatch.setattr(aws_clients, "aws_client", forbidden)
     monkeypatch.setattr(backend, "batch_api", forbidden)
     monkeypatch.setattr(backend, "job_state_store", forbidden)
     from airflow.dag_processing.dagbag import DagBag

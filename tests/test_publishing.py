@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from hooks import backend, lake
+from hooks import aws_clients, backend, lake
 from hooks.query_engine import LocalQueryEngine
 from hooks.sql_render import Ident, Label, UnsafeSqlValue, render
 from operators.publish import PublishTableOperator
@@ -311,7 +311,7 @@ def test_gene_quant_sums_transcripts_and_job_runs_gives_compute_per_sample(local
 def _athena_calls(monkeypatch):
     """Record every StartQueryExecution request the publish sends (moto accepts it; it runs no SQL)."""
     calls = []
-    original = backend.aws_client
+    original = aws_clients.aws_client
 
     def client(settings, service, conn_id=None):
         c = original(settings, service, conn_id)
@@ -320,7 +320,7 @@ def _athena_calls(monkeypatch):
                                    lambda params, **_: calls.append(dict(params)))
         return c
 
-    monkeypatch.setattr(backend, "aws_client", client)
+    monkeypatch.setattr(aws_clients, "aws_client", client)
     return calls
 
 

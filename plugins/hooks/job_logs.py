@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+from hooks import aws_clients
 from platform_settings import PlatformSettings
 
 BATCH_LOG_GROUP = "/aws/batch/job"
@@ -20,9 +21,7 @@ def log_tail(settings: PlatformSettings, log_stream: str, lines: int = 25) -> li
         return []
     try:
         if settings.backend == "aws":
-            from hooks.backend import aws_client
-
-            events = aws_client(settings, "logs").get_log_events(
+            events = aws_clients.aws_client(settings, "logs").get_log_events(
                 logGroupName=BATCH_LOG_GROUP, logStreamName=log_stream, startFromHead=False, limit=lines
             )["events"]
             return [e["message"].rstrip("\n") for e in events]

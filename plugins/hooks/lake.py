@@ -7,15 +7,15 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from hooks import aws_clients
 from platform_settings import PlatformSettings
 
 
 def write_text(settings: PlatformSettings, uri: str, text: str) -> None:
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        from hooks.backend import aws_client
-
-        aws_client(settings, "s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=text.encode())
+        aws_clients.aws_client(settings, "s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"),
+                                                          Body=text.encode())
     elif parsed.scheme == "file":
         path = Path(unquote(parsed.path))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,11 +31,9 @@ def read_head(settings: PlatformSettings, uri: str, max_bytes: int = 65536) -> b
     """The first ``max_bytes`` of a file (a header line), without reading the rest; FileNotFoundError if absent."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        from hooks.backend import aws_client
-
         try:
-            obj = aws_client(settings, "s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"),
-                                                        Range=f"bytes=0-{max_bytes - 1}")
+            obj = aws_clients.aws_client(settings, "s3").get_object(
+                Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Range=f"bytes=0-{max_bytes - 1}")
         except Exception as exc:
             if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise FileNotFoundError(uri) from None
@@ -56,9 +54,7 @@ def list_files(settings: PlatformSettings, prefix_uri: str) -> list[str]:
     parsed = urlparse(prefix_uri)
     out: list[str] = []
     if parsed.scheme == "s3":
-        from hooks.backend import aws_client
-
-        paginator = aws_client(settings, "s3").get_paginator("list_objects_v2")
+        paginator = aws_clients.aws_client(settings, "s3").get_paginator("list_objects_v2")
         key_prefix = parsed.path.lstrip("/")
         for page in paginator.paginate(Bucket=parsed.netloc, Prefix=key_prefix):
             out.extend(obj["Key"][len(key_prefix):] for obj in page.get("Contents", []))
@@ -76,9 +72,7 @@ def delete_prefix(settings: PlatformSettings, prefix_uri: str) -> int:
     prefix_uri = prefix_uri.rstrip("/") + "/"
     parsed = urlparse(prefix_uri)
     if parsed.scheme == "s3":
-        from hooks.backend import aws_client
-
-        s3 = aws_client(settings, "s3")
+        s3 = aws_clients.aws_client(settings, "s3")
         key_prefix = parsed.path.lstrip("/")
         deleted = 0
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=key_prefix):
