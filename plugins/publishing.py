@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hooks.job_state import publish_record_key
 from hooks.sql_render import LABEL, Ident, Label, LabelList, Location, UnsafeSqlValue, render
 
 MAX_PARTITIONS_PER_STATEMENT = 100
@@ -135,8 +136,8 @@ class Publication:
         self.lake_root = lake_root.rstrip("/")
         self.publish_key = publish_key
         self.run_key = Label("r" + hashlib.sha256(publish_key.encode()).hexdigest()[:12])
-        self.record_key = f"publish#{database}.{table}#{publish_key}"
-        self.doc_key = f"catalog#{database}.{table}"
+        self.qualified = f"{database}.{table}"
+        self.record_key = publish_record_key(self.qualified, publish_key)  # also salts the statements' tokens
         self.record: dict[str, Any] = {}
 
     # -- names of this generation ----------------------------------------------------------------------
@@ -159,17 +160,17 @@ class Publication:
     # -- the record: which generation, which statements are done ---------------------------------------
     def begin(self, store: Any) -> None:
         """Continue the generation a failed try left half-written, or start a new one."""
-        record = store.get_submission(self.record_key)
+        record = store.get_publish_record(self.qualified, self.publish_key)
         if record is None:
             record = {"generation": 1, "status": "writing", "done": {}}
         elif record["status"] != "writing":
             record = {"generation": record["generation"] + 1, "status": "writing", "done": {}}
         self.record = record
-        store.put_submission(self.record_key, record)
+        store.put_publish_record(self.qualified, self.publish_key, record)
 
     def resume(self, store: Any) -> None:
         """Load the generation a deferred write belongs to (after the trigger fired)."""
-        record = store.get_submission(self.record_key)
+        record = store.get_publish_record(self.qualified, self.publish_key)
         if record is None or record["status"] != "writing":
             raise PublishError(f"publish {self.publish_key!r} of {self.table} has no generation being written")
         self.record = record
@@ -243,7 +244,7 @@ class Publication:
 
     def mark_done(self, store: Any, step: str, query_id: str) -> None:
         self.record["done"][step] = query_id
-        store.put_submission(self.record_key, self.record)
+        store.put_publish_record(self.qualified, self.publish_key, self.record)
 
     # -- outcome -------------------------------------------------------------------------------------------
     def fail(self, store: Any, step: str, reason: str) -> PublishError:
@@ -251,7 +252,7 @@ class Publication:
         and files are left to the cleanup. Returns the error to raise."""
         self._update_doc(store, lambda doc: _add_garbage(doc, self._own_entry()))
         self.record["status"] = "failed"
-        store.put_submission(self.record_key, self.record)
+        store.put_publish_record(self.qualified, self.publish_key, self.record)
         return PublishError(f"publishing {self.database}.{self.table} (generation {self.generation}) failed at "
                             f"{step}: {reason}")
 
@@ -310,21 +311,21 @@ class Publication:
         return Statement("view", sql, (), _token(self.record_key, self.record.get("finish_try", 0), version, sql))
 
     def read_doc(self, store: Any) -> tuple[int, dict[str, Any]]:
-        version, doc = store.get_document(self.doc_key)
+        version, doc = store.get_catalog(self.qualified)
         return version, doc or {"live": [], "garbage": []}
 
     def _update_doc(self, store: Any, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
         for _ in range(100):
             version, doc = self.read_doc(store)
             new = change(json.loads(json.dumps(doc)))
-            if new is None or store.put_document(self.doc_key, new, version):
+            if new is None or store.put_catalog(self.qualified, new, version):
                 return
-        raise PublishError(f"could not update {self.doc_key}: 100 concurrent changes in a row")
+        raise PublishError(f"could not update the catalog of {self.qualified}: 100 concurrent changes in a row")
 
     def finish(self, engine: Any, store: Any, delete_prefix: Callable[[str], int]) -> dict[str, Any]:
         """Everything after the writes: unstage, commit, swap the view, clean up. Safe to run again."""
         self.record["finish_try"] = self.record.get("finish_try", 0) + 1
-        store.put_submission(self.record_key, self.record)
+        store.put_publish_record(self.qualified, self.publish_key, self.record)
         engine.run(*_args(self.unstage_statement()))
         self.commit(store)
         while True:
@@ -335,7 +336,7 @@ class Publication:
                 break
         dropped = self.collect_garbage(engine, store, delete_prefix)
         self.record["status"] = "committed"
-        store.put_submission(self.record_key, self.record)
+        store.put_publish_record(self.qualified, self.publish_key, self.record)
         return {
             "table": f"{self.database}.{self.table}",
             "run_table": self.run_table.value,
@@ -379,19 +380,36 @@ def _args(statement: Statement) -> tuple[str, list[str], str]:
     return statement.sql, list(statement.params), statement.token
 
 
-def publish_now(publication: Publication, engine: Any, store: Any, *, list_files: Callable[[str], list[str]],
-                delete_prefix: Callable[[str], int]) -> dict[str, Any]:
-    """Run a whole publish here and now, waiting for each statement (the local engine; tests; benchmarks).
-
-    The operator does the same, but on Athena it defers while each write statement runs.
-    """
+def start(publication: Publication, engine: Any, store: Any, *, list_files: Callable[[str], list[str]]) -> None:
+    """Begin a publish: every unit has staged rows (one listing), a generation is chosen, the staging table made."""
     publication.check_staged(list_files(publication.staging.value))
     publication.begin(store)
     publication.stage(engine, store)
+
+
+def drive(publication: Publication, engine: Any, store: Any, *, delete_prefix: Callable[[str], int],
+          on_started: Callable[[Statement, str], None] | None = None) -> dict[str, Any]:
+    """Run the write statements still to do, then ``finish``. The one driver of the protocol: the operator and
+    ``publish_now`` both go through it.
+
+    ``on_started(statement, query_id)`` is called after each write statement starts on an engine that runs it
+    in the background (Athena): the operator defers there, which does not return, and comes back through
+    ``finish_write`` and this function again. Without it, or where the engine finishes a statement as it
+    starts it (the local engine), each write is waited for here.
+    """
     while (statement := publication.next_write()) is not None:
         query_id = engine.start(*_args(statement))
+        if on_started is not None and not engine.finishes_on_start:
+            on_started(statement, query_id)
         finish_write(publication, engine, store, statement.step, query_id, wait=True)
     return publication.finish(engine, store, delete_prefix)
+
+
+def publish_now(publication: Publication, engine: Any, store: Any, *, list_files: Callable[[str], list[str]],
+                delete_prefix: Callable[[str], int]) -> dict[str, Any]:
+    """A whole publish here and now, waiting for each statement (tests, benchmarks, the local engine)."""
+    start(publication, engine, store, list_files=list_files)
+    return drive(publication, engine, store, delete_prefix=delete_prefix)
 
 
 def finish_write(publication: Publication, engine: Any, store: Any, step: str, query_id: str, *, wait: bool) -> None:

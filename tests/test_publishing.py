@@ -419,9 +419,9 @@ def test_athena_trigger_serializes_its_arguments_exactly(aws):
 def test_catalog_document_refuses_a_writer_holding_an_old_version(world, request):
     store = backend.job_state_store(request.getfixturevalue(world) if world == "local" else
                                     request.getfixturevalue(world).settings)
-    assert store.put_document("catalog#x", {"live": [1]}, 0)
-    version, _ = store.get_document("catalog#x")
-    assert store.put_document("catalog#x", {"live": [2]}, version)
-    assert not store.put_document("catalog#x", {"live": [3]}, version), "a stale writer must re-read"
-    assert store.get_document("catalog#x") == (version + 1, {"live": [2]})
-    assert json.dumps(store.get_document("missing")) == "[0, null]"
+    assert store.put_catalog("x", {"live": [1]}, 0)
+    version, _ = store.get_catalog("x")
+    assert store.put_catalog("x", {"live": [2]}, version)
+    assert not store.put_catalog("x", {"live": [3]}, version), "a stale writer must re-read"
+    assert store.get_catalog("x") == (version + 1, {"live": [2]})
+    assert json.dumps(store.get_catalog("missing")) == "[0, null]"

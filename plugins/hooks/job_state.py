@@ -1,13 +1,19 @@
 """The durable job-state store: what every waiting trigger reads, what the event consumer writes.
 
-Four kinds of record live here:
-- job state, one per job and one per array child, merged monotonically so duplicated and reordered events
-  settle on the right state (see ``JobState.order``);
-- submission records, one per task instance (idempotency key), so an Airflow retry reattaches to its job;
-- versioned documents (the catalog of each published table), replaced only by a writer that read the current
-  version, so concurrent publishes to one table never lose each other's commits;
-- the shared SubmitJob budget, counted in short fixed windows (see rate_window) so that every worker of the deployment together
-  stays under the configured rate.
+Five kinds of record live here, each behind methods named for it:
+- job state (``record``, ``get_many``, ``children``), one per job and one per array child, merged monotonically
+  so duplicated and reordered events settle on the right state (see ``JobState.order``);
+- submissions (``get_submission``, ``put_submission``), one per task instance (idempotency key), so an Airflow
+  retry reattaches to its job;
+- publish records (``get_publish_record``, ``put_publish_record``), one per publish of a table: its generation
+  and the statements already done, so a retried publish resumes;
+- catalog documents (``get_catalog``, ``put_catalog``), one per published table, versioned and replaced only by
+  a writer that read the current version, so concurrent publishes to one table never lose each other's commits;
+- the shared SubmitJob budget (``take_submit_slot``), counted in short fixed windows (see rate_window) so that
+  every worker of the deployment together stays under the configured rate.
+
+Submissions and publish records are plain keyed records (``_get_record``/``_put_record``), catalogs are
+versioned documents (``_get_document``/``_put_document``); each backend implements those four primitives.
 
 DynamoDB on AWS (table with string keys ``pk`` and ``sk``), SQLite locally. Both implement ``JobStateStore``.
 """
@@ -26,6 +32,11 @@ from batch_model import JobState
 
 RECORD_TTL_SECONDS = 30 * 24 * 3600
 DOCUMENT_LIMIT_BYTES = 350_000
+
+
+def publish_record_key(table: str, publish_key: str) -> str:
+    """Where a publish's record is kept (beside the submissions: the same kind of plain record)."""
+    return f"publish#{table}#{publish_key}"
 
 
 def rate_window(rate_per_second: float) -> tuple[float, int]:
@@ -57,20 +68,47 @@ class JobStateStore(ABC):
     def children(self, parent_id: str) -> list[JobState]:
         """States of an array job's children, in index order."""
 
-    @abstractmethod
+    # --- submissions: which job a task instance submitted --------------------------------------------------
     def get_submission(self, key: str) -> dict[str, Any] | None:
         """The latest job submitted for a task instance's idempotency key."""
+        return self._get_record(key)
 
-    @abstractmethod
     def put_submission(self, key: str, record: dict[str, Any]) -> None:
         """Remember which job a task instance submitted (overwrites an older generation)."""
+        self._put_record(key, record)
+
+    # --- publish records: where a publish of a table stands ------------------------------------------------
+    def get_publish_record(self, table: str, publish_key: str) -> dict[str, Any] | None:
+        """The record of publish ``publish_key`` of ``table`` (``database.table``), None before its first try."""
+        return self._get_record(publish_record_key(table, publish_key))
+
+    def put_publish_record(self, table: str, publish_key: str, record: dict[str, Any]) -> None:
+        self._put_record(publish_record_key(table, publish_key), record)
+
+    # --- catalog documents: a published table's live run tables ---------------------------------------------
+    def get_catalog(self, table: str) -> tuple[int, dict[str, Any] | None]:
+        """The catalog document of ``table`` (``database.table``) and its version (0 and None if none yet)."""
+        return self._get_document(f"catalog#{table}")
+
+    def put_catalog(self, table: str, doc: dict[str, Any], expected_version: int) -> bool:
+        """Write version ``expected_version + 1`` if the stored version is still ``expected_version``."""
+        return self._put_document(f"catalog#{table}", doc, expected_version)
+
+    # --- the primitives each backend implements ---------------------------------------------------------------
+    @abstractmethod
+    def _get_record(self, key: str) -> dict[str, Any] | None:
+        """A keyed record (None if absent)."""
 
     @abstractmethod
-    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+    def _put_record(self, key: str, record: dict[str, Any]) -> None:
+        """Write a keyed record, replacing what was there."""
+
+    @abstractmethod
+    def _get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
         """A versioned document and its version (0 and None if there is none yet)."""
 
     @abstractmethod
-    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+    def _put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
         """Write version ``expected_version + 1`` if the stored version is still ``expected_version``."""
 
     @abstractmethod
@@ -151,21 +189,21 @@ class SqliteJobStateStore(JobStateStore):
         )
         return [JobState.from_dict(json.loads(d)) for (d,) in rows]
 
-    def get_submission(self, key: str) -> dict[str, Any] | None:
+    def _get_record(self, key: str) -> dict[str, Any] | None:
         row = self._conn().execute("SELECT data FROM submission WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def put_submission(self, key: str, record: dict[str, Any]) -> None:
+    def _put_record(self, key: str, record: dict[str, Any]) -> None:
         self._conn().execute(
             "INSERT INTO submission (key, data) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET data = excluded.data",
             (key, json.dumps(record)),
         )
 
-    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+    def _get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
         row = self._conn().execute("SELECT version, data FROM document WHERE key = ?", (key,)).fetchone()
         return (row[0], json.loads(row[1])) if row else (0, None)
 
-    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+    def _put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
         conn = self._conn()
         if expected_version == 0:
             cur = conn.execute("INSERT OR IGNORE INTO document (key, version, data) VALUES (?, 1, ?)",
@@ -269,14 +307,14 @@ class DynamoDbJobStateStore(JobStateStore):
                 return out
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def get_submission(self, key: str) -> dict[str, Any] | None:
+    def _get_record(self, key: str) -> dict[str, Any] | None:
         resp = self.client.get_item(
             TableName=self.table, Key={"pk": {"S": f"submission#{key}"}, "sk": {"S": "#"}}, ConsistentRead=True
         )
         item = resp.get("Item")
         return json.loads(item["data"]["S"]) if item else None
 
-    def put_submission(self, key: str, record: dict[str, Any]) -> None:
+    def _put_record(self, key: str, record: dict[str, Any]) -> None:
         self.client.put_item(
             TableName=self.table,
             Item={
@@ -287,14 +325,14 @@ class DynamoDbJobStateStore(JobStateStore):
             },
         )
 
-    def get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
+    def _get_document(self, key: str) -> tuple[int, dict[str, Any] | None]:
         resp = self.client.get_item(
             TableName=self.table, Key={"pk": {"S": f"doc#{key}"}, "sk": {"S": "#"}}, ConsistentRead=True
         )
         item = resp.get("Item")
         return (int(item["version"]["N"]), json.loads(item["data"]["S"])) if item else (0, None)
 
-    def put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
+    def _put_document(self, key: str, doc: dict[str, Any], expected_version: int) -> bool:
         from botocore.exceptions import ClientError
 
         data = json.dumps(doc)

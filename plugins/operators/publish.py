@@ -79,6 +79,7 @@ class PublishTableOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from hooks import backend, lake
+        from publishing import start
 
         if self.skip_if_no_units and isinstance(self.units, (list, tuple)) and not self.units:
             from airflow_compat import AirflowSkipException
@@ -87,28 +88,26 @@ class PublishTableOperator(BaseOperator):
         settings = PlatformSettings.resolve()
         publication = self._publication(settings, context)  # every input checked before any query
         engine, store = backend.query_engine(settings), backend.job_state_store(settings)
-        publication.check_staged(lake.list_files(settings, publication.staging.value))
-        publication.begin(store)
+        start(publication, engine, store, list_files=lambda prefix: lake.list_files(settings, prefix))
         self.log.info("publishing %s.%s generation %d: %d unit(s) in %d write statement(s)", settings.database,
                       self.table, publication.generation, len(publication.units), len(publication.batches()))
-        publication.stage(engine, store)
-        return self._write_and_finish(settings, publication, engine, store)
+        return self._drive(settings, publication, engine, store)
 
-    def _write_and_finish(self, settings: PlatformSettings, publication: Any, engine: Any, store: Any) -> dict:
+    def _drive(self, settings: PlatformSettings, publication: Any, engine: Any, store: Any) -> dict[str, Any]:
+        """The rest of the publish through ``publishing.drive``, deferring while each write statement runs."""
         from hooks import lake
-        from publishing import finish_write
+        from publishing import drive
         from triggers.athena_query import AthenaQueryTrigger
 
-        while (statement := publication.next_write()) is not None:
-            query_id = engine.start(statement.sql, list(statement.params), statement.token)
+        def defer_while_running(statement: Any, query_id: str) -> None:
             self.log.info("%s: query %s", statement.step, query_id)
-            if not engine.finishes_on_start:
-                self.defer(
-                    trigger=AthenaQueryTrigger(query_id=query_id, step=statement.step, settings=settings.to_dict()),
-                    method_name="execute_write_complete",
-                )
-            finish_write(publication, engine, store, statement.step, query_id, wait=True)
-        summary = publication.finish(engine, store, lambda uri: lake.delete_prefix(settings, uri))
+            self.defer(
+                trigger=AthenaQueryTrigger(query_id=query_id, step=statement.step, settings=settings.to_dict()),
+                method_name="execute_write_complete",
+            )
+
+        summary = drive(publication, engine, store, delete_prefix=lambda uri: lake.delete_prefix(settings, uri),
+                        on_started=defer_while_running)
         self.log.info("published %s: %s", summary["table"], summary)
         return summary
 
@@ -125,4 +124,4 @@ class PublishTableOperator(BaseOperator):
         engine, store = backend.query_engine(settings), backend.job_state_store(settings)
         publication.resume(store)
         finish_write(publication, engine, store, event["step"], event["query_id"], wait=False)
-        return self._write_and_finish(settings, publication, engine, store)
+        return self._drive(settings, publication, engine, store)
