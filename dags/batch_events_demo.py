@@ -23,7 +23,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, chain, cross_downstream, dag, task
 
-from operators.batch_job import SAMPLE_ID, BatchJobOperator
+from batch_jobs.request import SAMPLE_ID
+from operators.batch_job import BatchJobOperator
 from operators.publish import PublishTableOperator
 from sensors.batch_job import BatchJobSensor
 

@@ -63,7 +63,7 @@ def regenie_gwas():
 
         from genomics_steps.layout import chunk_plan_uri
         from hooks import lake
-        from operators.batch_job import SAMPLE_ID
+        from batch_jobs.request import SAMPLE_ID
         from platform_settings import PlatformSettings
 
         settings = PlatformSettings.resolve()

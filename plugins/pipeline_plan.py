@@ -23,7 +23,7 @@ from typing import Any, Callable
 from genomics_steps import layout
 
 from hooks.sql_render import LOCATION
-from operators.batch_job import SAMPLE_ID, STEP_ID
+from batch_jobs.request import SAMPLE_ID, STEP_ID
 
 ALL_APPROVED = "all approved"
 FAN_OUT_MODES = ("auto", "mapped", "array")

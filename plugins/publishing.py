@@ -27,6 +27,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from genomics_steps import layout
+
+from client_tokens import client_token
 from hooks.job_state import publish_record_key
 from hooks.sql_render import LABEL, Ident, Label, LabelList, Location, UnsafeSqlValue, render
 
@@ -67,25 +70,17 @@ class PublishError(RuntimeError):
 
 
 def staging_uri(lake_root: str, dataset: str, pipeline: str, scope: str, project: str) -> str:
-    """Where steps stage a dataset's rows: ``<lake>/staging/<dataset>/<pipeline>/<scope>/project=<project>/``,
-    one folder ``<unit_column>=<unit>/`` per unit below it. ``scope`` is the pipeline version for results (so a
-    rerun of the same version finds them) or a run id for per-run facts such as job_runs."""
+    """``genomics_steps.layout.staging_prefix``, with every part checked first: the prefix becomes a table
+    location in SQL."""
     for value in (pipeline, scope, project):
         Label(value)
     Ident(dataset)
-    return f"{lake_root.rstrip('/')}/staging/{dataset}/{pipeline}/{scope}/project={project}/"
+    return layout.staging_prefix(lake_root, dataset, pipeline, scope, project)
 
 
 def run_scope(run_id: str) -> str:
     """A label naming one DAG run; the steps in jobs name runs the same way (genomics_steps.layout)."""
-    from genomics_steps.layout import run_key
-
-    return run_key(run_id)
-
-
-def _token(*parts: Any) -> str:
-    """A ClientRequestToken (Athena wants 32 to 128 characters) fixed by what the statement is."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return layout.run_key(run_id)
 
 
 @dataclass(frozen=True)
@@ -210,7 +205,7 @@ class Publication:
         # after the writes are idempotent DDL and get a fresh token per try of finish(), so one that failed
         # is run again rather than answered with its old failure
         salt = self.record.get("finish_try", 0) if step in ("unstage", "view") or step.startswith("drop") else 0
-        return Statement(step, sql, params, _token(self.record_key, self.generation, step, salt, sql, params))
+        return Statement(step, sql, params, client_token(self.record_key, self.generation, step, salt, sql, params))
 
     def batches(self) -> list[list[str]]:
         n = MAX_PARTITIONS_PER_STATEMENT
@@ -308,7 +303,7 @@ class Publication:
                 f"the view over {len(parts)} run tables is {len(sql.encode())} bytes, over Athena's {MAX_QUERY_BYTES}:"
                 " re-publish the table's units under one publish_key to compact it (see README 'Publishing')"
             )
-        return Statement("view", sql, (), _token(self.record_key, self.record.get("finish_try", 0), version, sql))
+        return Statement("view", sql, (), client_token(self.record_key, self.record.get("finish_try", 0), version, sql))
 
     def read_doc(self, store: Any) -> tuple[int, dict[str, Any]]:
         version, doc = store.get_catalog(self.qualified)
@@ -358,7 +353,7 @@ class Publication:
                 continue
             for name in (item["run_table"], item["staging_table"]):
                 sql = render("publish/drop_table", database=self.database, name=Ident(name))
-                engine.run(sql, [], _token(self.record_key, self.record.get("finish_try", 0), "drop", sql))
+                engine.run(sql, [], client_token(self.record_key, self.record.get("finish_try", 0), "drop", sql))
             delete_prefix(item["location"])
             dropped.append(item["run_table"])
 

@@ -45,6 +45,13 @@ def results_prefix(lake: str, pipeline: str, version: str, project: str) -> str:
     return f"{lake.rstrip('/')}/results/{pipeline}/{version}/project={project}/"
 
 
+def staging_prefix(lake: str, dataset: str, pipeline: str, scope: str, project: str) -> str:
+    """Where rows of ``dataset`` are staged for publishing: one folder ``<unit_column>=<unit>/`` per unit below
+    it. ``scope`` is the pipeline version for results (a rerun of the same version finds them) or a run key for
+    per-run facts such as job_runs. The steps write here (runtime.staging_uri), publishing reads here."""
+    return f"{lake.rstrip('/')}/staging/{dataset}/{pipeline}/{scope}/project={project}/"
+
+
 def step_prefix(lake: str, pipeline: str, version: str, project: str, sample: str, step: str) -> str:
     return f"{results_prefix(lake, pipeline, version, project)}sample={sample}/{step}/"
 

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from genomics_steps import layout
+
 
 @functools.cache
 def _s3():
@@ -105,11 +107,11 @@ def current_sample(environ: dict[str, str] | None = None) -> str:
 
 
 def staging_uri(dataset: str, scope: str, environ: dict[str, str] | None = None) -> str:
-    """Where this job stages rows of ``dataset`` for publishing (the layout publishing.staging_uri reads):
-    <lake>/staging/<dataset>/<pipeline>/<scope>/project=<project>/ ; add ``sample_id=<sample>/<file>.tsv``."""
+    """Where this job stages rows of ``dataset`` for publishing (``layout.staging_prefix`` of its lake, pipeline
+    and project); add ``sample_id=<sample>/<file>.tsv``."""
     env = os.environ if environ is None else environ
-    lake, pipeline, project = env["GENOMICS_LAKE_URI"].rstrip("/"), env["GENOMICS_PIPELINE"], env["GENOMICS_PROJECT"]
-    return f"{lake}/staging/{dataset}/{pipeline}/{scope}/project={project}/"
+    return layout.staging_prefix(env["GENOMICS_LAKE_URI"], dataset, env["GENOMICS_PIPELINE"], scope,
+                                 env["GENOMICS_PROJECT"])
 
 
 def fsx(environ: dict[str, str] | None = None) -> dict | None:

@@ -12,7 +12,6 @@ What a teardown cannot catch (a setup that failed after creating, a run deleted 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow_compat import AirflowException
 
 from batch_model import tag_value
+from client_tokens import FSX_TOKEN_LENGTH, client_token
 from platform_settings import PlatformSettings
 
 UNUSABLE = {"FAILED", "MISCONFIGURED", "MISCONFIGURED_UNAVAILABLE", "DELETING", "DELETED"}
@@ -46,9 +46,8 @@ def file_systems_of_run(api: Any, settings: PlatformSettings, ti: Any) -> list[d
     return found
 
 
-def _token(*parts: Any) -> str:
-    """A ClientRequestToken (FSx: up to 63 characters) fixed by what the request is for."""
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:48]
+def _fsx_token(*parts: Any) -> str:
+    return client_token(*parts, length=FSX_TOKEN_LENGTH)
 
 
 class FsxCreateOperator(BaseOperator):
@@ -132,7 +131,7 @@ class FsxCreateOperator(BaseOperator):
         for generation in range(MAX_GENERATIONS):
             # The same token for every try of this task: a try that died after CreateFileSystem gets the same
             # file system back. A token whose file system is unusable or gone moves to the next generation.
-            fs = api.create_file_system(token=_token(ti.dag_id, ti.run_id, ti.task_id, generation),
+            fs = api.create_file_system(token=_fsx_token(ti.dag_id, ti.run_id, ti.task_id, generation),
                                         deployment_type=self.deployment_type, capacity_gib=self.capacity_gib,
                                         throughput=self.throughput, tags=tags)
             current = api.describe(fs["FileSystemId"])
@@ -162,7 +161,7 @@ class FsxCreateOperator(BaseOperator):
         associations = []
         for path, folder, import_metadata in self._links():
             association = existing.get(path) or api.create_association(
-                file_system_id, path, folder, token=_token(file_system_id, ti.run_id, path),
+                file_system_id, path, folder, token=_fsx_token(file_system_id, ti.run_id, path),
                 import_metadata=import_metadata)
             associations.append(association)
         waiting = [f"{file_system_id}/{a['AssociationId']}" for a in associations if a["Lifecycle"] != "AVAILABLE"]
@@ -221,7 +220,7 @@ class FsxExportOperator(BaseOperator):
         for generation in range(MAX_GENERATIONS):
             # A retried try gets the export its predecessor started; one that failed is started again.
             task = api.export(self.file_system_id, self.paths,
-                              token=_token(self.file_system_id, ti.run_id, ti.task_id, generation))
+                              token=_fsx_token(self.file_system_id, ti.run_id, ti.task_id, generation))
             if task["Lifecycle"] not in ("FAILED", "CANCELED"):
                 break
             self.log.warning("export %s %s: %s", task["TaskId"], task["Lifecycle"], task.get("FailureDetails"))

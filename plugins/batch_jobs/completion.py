@@ -1,0 +1,96 @@
+"""What a finished Batch job tells its task: the summary returned to XCom (for an array, every child's sample
+and state) and, for a failure, the message: reason, exit code, where the log is and its last lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batch_jobs.request import JobSpec
+from batch_jobs.submission import described
+from platform_settings import PlatformSettings
+
+LOG_TAILS = 3  # failed jobs whose log ends are quoted in the task's failure message
+MAX_FAILED_LISTED = 50
+
+
+def summarize(settings: PlatformSettings, job: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The task's result: the job's summary, its log's location, and its sample or every child's."""
+    summary = {**job, "log": log_location(settings, job.get("log_stream", ""))}
+    if spec.samples:
+        summary["samples"] = children(settings, job["job_id"], spec.samples)
+        summary["failed_samples"] = [c["sample"] for c in summary["samples"] if c["status"] != "SUCCEEDED"]
+    elif spec.sample:
+        summary["sample"] = spec.sample
+    return summary
+
+
+def failure_message(settings: PlatformSettings, summary: dict[str, Any]) -> str:
+    """Why the job failed, for the task's error: the reason, each failed child, and the end of their logs."""
+    lines = [
+        f"Batch job {summary['job_id']} ({summary['job_name']}) FAILED after {summary['attempts']} attempt(s): "
+        f"{summary['status_reason'] or 'no reason given'}"
+    ]
+    if "samples" in summary:
+        failed = [c for c in summary["samples"] if c["status"] != "SUCCEEDED"]
+        lines.append(f"{len(failed)} of {len(summary['samples'])} samples failed:")
+        lines += [
+            f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({c['status_reason']}); log: {c['log']}"
+            for c in failed[:MAX_FAILED_LISTED]
+        ]
+        streams = [(f"sample {c['sample']}", c["log_stream"]) for c in failed[:LOG_TAILS]]
+    else:
+        hint = " (killed: over its memory, or by a signal)" if summary["exit_code"] == 137 else ""
+        lines.append(f"exit code {summary['exit_code']}{hint}; log: {summary['log']}")
+        streams = [(f"job {summary['job_id']}", summary.get("log_stream", ""))]
+    return "\n".join(lines + log_tails(settings, streams))
+
+
+def children(settings: PlatformSettings, parent_id: str, samples: list[str]) -> list[dict[str, Any]]:
+    """Every child's sample and final state: from the store, and DescribeJobs only for children whose
+    terminal event never arrived (at most 100 ids a call)."""
+    from hooks import backend
+
+    known = {c.array_index: c for c in backend.job_state_store(settings).children(parent_id) if c.terminal}
+    missing = [f"{parent_id}:{i}" for i in range(len(samples)) if i not in known]
+    if missing:
+        for state in described(backend.batch_api(settings), missing):
+            known[state.array_index] = state
+    out = []
+    for index, sample in enumerate(samples):
+        state = known.get(index)
+        out.append(
+            {
+                "sample": sample,
+                "job_id": f"{parent_id}:{index}",
+                "status": state.status if state else "UNKNOWN",
+                "attempts": state.attempts if state else 0,
+                "exit_code": state.exit_code if state else None,
+                "status_reason": state.status_reason if state else "",
+                "started_at": state.started_at if state else None,
+                "stopped_at": state.stopped_at if state else None,
+                "log": log_location(settings, state.log_stream if state else ""),
+                "log_stream": state.log_stream if state else "",
+            }
+        )
+    return out
+
+
+def log_tails(settings: PlatformSettings, streams: list[tuple[str, str]]) -> list[str]:
+    """The end of each failed job's log: the step prints the tool's own error last."""
+    from hooks.job_logs import log_tail
+
+    out: list[str] = []
+    for label, stream in streams:
+        tail = log_tail(settings, stream)
+        if tail:
+            out.append(f"--- last lines of the log of {label} ---")
+            out += [f"  {line}" for line in tail]
+    return out
+
+
+def log_location(settings: PlatformSettings, log_stream: str) -> str:
+    if not log_stream:
+        return "(no log: the job never started)"
+    if settings.backend == "aws":
+        return f"CloudWatch Logs group /aws/batch/job, stream {log_stream}"
+    return log_stream

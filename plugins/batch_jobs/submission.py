@@ -1,0 +1,106 @@
+"""Reattach or submit: the submission record of a task instance and the job it stands for.
+
+An Airflow retry must find the job its earlier try submitted instead of submitting a second one. Each task
+instance has an idempotency key (dag, run, task, map index); the job-state store keeps, per key, the job last
+submitted for it (its *submission record*), and the job's name is deterministic (label, key, generation), so a
+try that died between SubmitJob and writing the record is still found, by name. A running or succeeded job is
+reattached; only a job that itself FAILED (or a succeeded one the caller asks to run again) is submitted again,
+as the next generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from batch_model import JobState, job_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """The job a task instance waits for; ``ended`` is its final state when a reattached job is already over."""
+
+    job_id: str
+    ended: JobState | None = None
+
+
+def reattach_or_submit(
+    store: Any,
+    api: Any,
+    *,
+    key: str,
+    queue: str,
+    label_parts: list[str],
+    array_size: int | None,
+    rerun_succeeded: bool,
+    earlier_try: bool,
+    build_request: Callable[[str], dict[str, Any]],
+    submit: Callable[[dict[str, Any]], tuple[dict[str, Any], int]],
+    logger: logging.Logger = log,
+) -> Attached:
+    """The job of the task instance ``key``: the one an earlier try submitted if it may still serve, else a new
+    submission. ``earlier_try``: this is not the first try (a job may exist that no record names).
+    ``build_request(name)`` makes the SubmitJob request (and whatever it needs in the lake) only when a job is
+    really submitted; ``submit(request)`` returns the response and how many calls were throttled. ``logger``:
+    the task's own, so its log says which job it waits for and why."""
+    prior = store.get_submission(key)
+    generation = 0
+    if prior:
+        state = store.get_many([prior["job_id"]]).get(prior["job_id"])
+        status = state.status if state else "SUBMITTED"
+        if status == "FAILED" or (status == "SUCCEEDED" and rerun_succeeded):
+            generation = prior["generation"] + 1
+            logger.info("Job %s of an earlier try %s; submitting generation %s", prior["job_id"], status, generation)
+        else:
+            logger.info("Reattaching to job %s (%s) submitted by an earlier try", prior["job_id"], status)
+            return Attached(prior["job_id"], ended(store, api, prior["job_id"], state))
+
+    name = job_name(label_parts=label_parts, key=key, generation=generation)
+    if earlier_try or prior:
+        # An earlier try may have died between SubmitJob and recording it: find its job by name.
+        existing = api.find_jobs_by_name(queue, name)
+        if existing:
+            job_id = existing[-1]["jobId"]
+            logger.info("Found job %s named %s from an earlier try; reattaching", job_id, name)
+            _remember(store, key, job_id, name, generation, queue, array_size)
+            return Attached(job_id, ended(store, api, job_id))
+
+    submitted, throttled = submit(build_request(name))
+    job_id = submitted["jobId"]
+    _remember(store, key, job_id, name, generation, queue, array_size)
+    store.record(JobState(job_id=job_id, status="SUBMITTED", job_name=name, job_queue=queue,
+                          array_size=array_size, source="submit"))
+    logger.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
+    return Attached(job_id)
+
+
+def _remember(store: Any, key: str, job_id: str, name: str, generation: int, queue: str,
+              array_size: int | None) -> None:
+    store.put_submission(key, {"job_id": job_id, "job_name": name, "generation": generation, "job_queue": queue,
+                               "array_size": array_size})
+
+
+def ended(store: Any, api: Any, job_id: str, stored: JobState | None = None) -> JobState | None:
+    """A reattached job's final state if it has ended: ``stored`` (what the job-state store holds) when that is
+    final, else one DescribeJobs call (its events not consumed yet, or dropped), recorded in the store as the
+    reconciler would, so the next try sees a failure and submits a new generation."""
+    if stored is not None and stored.terminal:
+        return stored
+    state = next(iter(described(api, [job_id])), None)
+    if state is None or not state.terminal:
+        return None
+    store.record(state)
+    return state
+
+
+def described(api: Any, job_ids: list[str]) -> list[JobState]:
+    """DescribeJobs for ``job_ids``, at most 100 ids a call; jobs Batch does not know are left out."""
+    return [
+        JobState.from_detail(detail, source="reconcile")
+        for start in range(0, len(job_ids), 100)
+        for detail in api.describe_jobs(job_ids[start : start + 100])
+    ]
