@@ -63,13 +63,14 @@ def regenie_gwas():
 
         from genomics_steps.layout import chunk_plan_uri
         from hooks import lake
-        from operators.batch_job import SAMPLE_ID
+        from batch_model import MAX_ARRAY_SIZE
+        from genomics_steps.names import SAMPLE_ID
         from platform_settings import PlatformSettings
 
         settings = PlatformSettings.resolve()
         uri = chunk_plan_uri(settings.lake_root, dag_run.dag_id, dag_run.run_id, fsx["file_system_id"])
         ids = [c["id"] for c in json.loads(lake.read_head(settings, uri, 64 * 1024 * 1024))["chunks"]]
-        if len(ids) > 10_000 or not all(SAMPLE_ID.match(i) for i in ids):
+        if len(ids) > MAX_ARRAY_SIZE or not all(SAMPLE_ID.ok(i) for i in ids):
             raise ValueError(f"{len(ids)} chunks: an array job takes at most 10,000; raise variants_per_job")
         return ids
 

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from hooks.eutils import GSE, GSM, check_query
+from genomics_steps.names import ARRAY_CHUNK, GSE, GSM, LABEL, problems_in
+from hooks.eutils import check_query
 from hooks.sample_registry import SampleRegistry
-from pipeline_plan import LABEL
 
-ARRAY_CHUNK = 500
 DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Type] AND "Homo sapiens"[Organism]'
 MAX_SERIES = 2000
 UNDECIDED = ("discovered", "downloading", "downloaded")
@@ -37,7 +36,7 @@ def ingestion_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     return {
-        "project": Param("geo", type="string", pattern=LABEL.pattern, title="Project",
+        "project": Param("geo", type="string", pattern=LABEL.schema(), title="Project",
                          description="Registry project and lake folder (raw/<project>/) the samples go to."),
         "query": Param(DEFAULT_QUERY, type="string", minLength=1, maxLength=500, title="GEO search term",
                        description="Entrez term for GEO DataSets; the run adds its date window and "
@@ -49,7 +48,7 @@ def ingestion_params() -> dict[str, Any]:
                                        "production (millions for RNA-seq)."),
         "min_q30_rate": Param(0.8, type="number", minimum=0, maximum=1, title="QC: minimum Q30 rate",
                               description="Fraction of bases at Q30 or better; lower fails QC."),
-        "pipeline_version": Param("1.0", type="string", pattern=LABEL.pattern, title="Ingestion version",
+        "pipeline_version": Param("1.0", type="string", pattern=LABEL.schema(), title="Ingestion version",
                                   description="Download and QC outputs are keyed by it."),
     }
 
@@ -71,9 +70,7 @@ def window(start: datetime | None, end: datetime | None) -> tuple[date, date]:
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
     """Everything the tasks use from the run config, checked (the trigger form checks the same schemas)."""
     problems = []
-    for name in ("project", "pipeline_version"):
-        if not (isinstance(params.get(name), str) and LABEL.match(params[name])):
-            problems.append(f"{name} {params.get(name)!r} must match {LABEL.pattern}")
+    problems += problems_in([(LABEL, name, params.get(name)) for name in ("project", "pipeline_version")])
     try:
         check_query(params.get("query"))
     except ValueError as exc:
@@ -97,11 +94,11 @@ def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]
     skipped: list[str] = []
     new = 0
     for s in series:
-        if not GSE.match(s["gse"]):
+        if not GSE.ok(s["gse"]):
             continue
         kept = []
         for sample in s["samples"]:
-            if not GSM.match(sample["gsm"]):
+            if not GSM.ok(sample["gsm"]):
                 continue
             if sample["layout"] != "PAIRED" or not sample["runs"]:
                 skipped.append(f"{sample['gsm']} ({s['gse']}): "

@@ -13,17 +13,16 @@ created or any job submitted.
 
 from __future__ import annotations
 
-import re
 import shutil
 from typing import Any, Callable
 
 from genomics_steps import layout
 from genomics_steps.gwas import ENGINES, PIPELINE
+from genomics_steps.names import FILE_URI, LABEL, bad_items, problems_in
 
 from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
-from pipeline_plan import LABEL, RunConfigError
+from pipeline_plan import RunConfigError
 
-FILE_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)+$")
 TRAIT_TYPES = ("quantitative", "binary")
 MAX_TRAITS = 1000
 MAX_LINKS = 8  # data repository associations per file system
@@ -34,7 +33,7 @@ OPTIONAL_STRING = ["null", "string"]
 def gwas_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
-    label, uri = LABEL.pattern, r"^$|" + FILE_URI.pattern
+    label, uri = LABEL.schema(), FILE_URI.schema(optional=True)
     # "null" in the type lets the trigger form leave a field empty (the field is required otherwise).
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
@@ -45,7 +44,8 @@ def gwas_params() -> dict[str, Any]:
         "phenotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Phenotypes",
                             description="URI of a tab-separated file FID IID <trait>...; empty: "
                                         "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
-        "covariates": Param(None, type=OPTIONAL_STRING, pattern=r"^none$|" + uri, title="Covariates",
+        "covariates": Param(None, type=OPTIONAL_STRING, title="Covariates",
+                            pattern=FILE_URI.schema(optional=True, alternatives=(NO_COVARIATES,)),
                             description='URI of a file FID IID <covariate>...; empty: '
                                         'raw/<project>/gwas/covariates.tsv; "none": no covariates.'),
         "traits": Param([], type="array", items={"type": "string", "pattern": label}, maxItems=MAX_TRAITS,
@@ -80,9 +80,7 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     """Check ``params`` and plan the run, or raise RunConfigError listing every problem."""
     problems: list[str] = []
     project, version = params.get("project"), params.get("pipeline_version")
-    for name, value in (("project", project), ("pipeline_version", version)):
-        if not (isinstance(value, str) and LABEL.match(value)):
-            problems.append(f"{name} {value!r} must match {LABEL.pattern}")
+    problems += problems_in([(LABEL, "project", project), (LABEL, "pipeline_version", version)])
     if problems:
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
     default = layout.gwas_input_prefix(lake_root, project)
@@ -92,13 +90,16 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     for name, value in uris.items():
         if name == "covariates" and value == NO_COVARIATES:
             continue
-        if not (isinstance(value, str) and FILE_URI.match(value)):
-            problems.append(f"{name} {value!r} must be an s3:// or file:// URI of a file")
+        if not FILE_URI.ok(value):
+            problems.append(FILE_URI.problem(name, value))
         elif backend == "aws" and not value.startswith("s3://"):
             problems.append(f"{name} {value!r} is a local path; on AWS the inputs are S3 objects linked to FSx")
     traits = params.get("traits") or []
-    if not isinstance(traits, list) or not all(isinstance(t, str) and LABEL.match(t) for t in traits):
-        problems.append(f"traits must be a list of names matching {LABEL.pattern}, got {traits!r}")
+    if not isinstance(traits, list):
+        problems.append(f"traits must be a list of phenotype column names, got {traits!r}")
+        traits = []
+    elif bad := bad_items(LABEL, "traits", traits):
+        problems.append(bad)
         traits = []
     elif len(set(traits)) != len(traits):
         problems.append("traits contains duplicates")
@@ -146,9 +147,9 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
         if unknown:
             problems.append(f"trait(s) {unknown} are not columns of {uris['phenotypes']} ({columns[:20]})")
         traits = traits or columns
-        bad = [t for t in traits if not LABEL.match(t)]
+        bad = [t for t in traits if not LABEL.ok(t)]
         if bad:
-            problems.append(f"phenotype column(s) {bad[:5]} are not usable names ({LABEL.pattern}): "
+            problems.append(f"phenotype column(s) {bad[:5]!r} are not usable names ({LABEL.description}): "
                             "rename them or list the traits to test")
         if len(traits) > MAX_TRAITS:
             problems.append(f"at most {MAX_TRAITS} traits per run, the file has {len(traits)}")

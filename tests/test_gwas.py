@@ -124,7 +124,7 @@ def test_plan_resolves_defaults_traits_engine_and_links_with_one_listing():
      CohortLake(), "aws", "missing input file"),
     ({"fsx_capacity_gib": 1800}, None, "aws", "fsx_capacity_gib must be 1200, 2400 or a multiple of 2400"),
     ({"fsx_deployment_type": "PERSISTENT_2", "fsx_throughput": 100}, None, "aws", "fsx_throughput must be one of"),
-    ({"project": "p1; DROP TABLE x"}, None, "aws", "project .* must match"),
+    ({"project": "p1; DROP TABLE x"}, None, "aws", "project .* is not a name"),
     ({"variants_per_job": 5}, None, "aws", "variants_per_job must be an integer from 100"),
     ({}, CohortLake(header="IID\theight\n"), "aws", "must start with a header line FID IID"),
     ({}, CohortLake(header="FID\tIID\tbody mass\theight\n"), "aws", ""),

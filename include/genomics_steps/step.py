@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from genomics_steps import layout
-from genomics_steps.runtime import current_sample, download, exists_uri, on_fsx, staging_uri, upload, write_uri
+from genomics_steps.runtime import (
+    argument_problems,
+    current_sample,
+    download,
+    exists_uri,
+    on_fsx,
+    staging_uri,
+    upload,
+    write_uri,
+)
 
 ERROR_TAIL_LINES = 25
 
@@ -281,6 +290,10 @@ def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     for name, (add_args, _) in commands.items():
         add_args(sub.add_parser(name))
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:
+        print(f"step {args.command} refused its arguments:\n - " + "\n - ".join(problems), file=sys.stderr, flush=True)
+        return 64  # EX_USAGE
     print(f"step {args.command}: job {os.environ.get('AWS_BATCH_JOB_ID')} attempt "
           f"{os.environ.get('AWS_BATCH_JOB_ATTEMPT')}", flush=True)
     try:

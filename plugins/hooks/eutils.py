@@ -30,12 +30,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from genomics_steps.names import GSE, GSM, SRA_RUN, SRA_STUDY
+
 BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 RATE_WITHOUT_KEY, RATE_WITH_KEY = 3.0, 10.0
-GSE = re.compile(r"^GSE\d{1,12}$")
-GSM = re.compile(r"^GSM\d{1,12}$")
-SRA_STUDY = re.compile(r"^[SED]RP\d{1,12}$")
-SRA_RUN = re.compile(r"^[SED]RR\d{1,12}$")
 # A search term: printable text with balanced quotes and parentheses; the window and the entry type are added
 # as separate E-utilities parameters and a bracketed clause, never by editing the user's text.
 QUERY_MAX = 500
@@ -223,16 +221,16 @@ def _error_of(document: Any) -> str | None:
 # --- parsing the documented formats ----------------------------------------------------------------
 def parse_gds_series(doc: dict[str, Any]) -> GeoSeries | None:
     """A GEO series from one db=gds esummary document; None for other entry types (GDS, GPL, GSM)."""
-    if doc.get("entrytype") != "GSE" or not GSE.match(str(doc.get("accession", ""))):
+    if doc.get("entrytype") != "GSE" or not GSE.ok(str(doc.get("accession", ""))):
         return None
     published = str(doc.get("pdat", "")).replace("/", "-")
     studies = sorted({rel["targetobject"] for rel in doc.get("extrelations", [])
-                      if rel.get("relationtype") == "SRA" and SRA_STUDY.match(str(rel.get("targetobject", "")))})
+                      if rel.get("relationtype") == "SRA" and SRA_STUDY.ok(str(rel.get("targetobject", "")))})
     series = GeoSeries(gse=doc["accession"], title=str(doc.get("title", "")), published=published,
                        taxon=str(doc.get("taxon", "")), series_type=str(doc.get("gdstype", "")),
                        sra_studies=studies)
     series.samples = [GeoSample(gsm=s["accession"], title=str(s.get("title", "")))
-                      for s in doc.get("samples", []) if GSM.match(str(s.get("accession", "")))]
+                      for s in doc.get("samples", []) if GSM.ok(str(s.get("accession", "")))]
     return series
 
 
@@ -254,7 +252,7 @@ def parse_sra_experiment(doc: dict[str, Any]) -> dict[str, Any] | None:
     layout = next((child.tag for child in layout_node), "unknown") if layout_node is not None else "unknown"
     organism = exp.find("Organism")
     run_list = [(r.get("acc", ""), int(r.get("total_bases") or 0)) for r in runs.findall("Run")
-                if SRA_RUN.match(r.get("acc", "")) and r.get("is_public", "true") == "true"]
+                if SRA_RUN.ok(r.get("acc", "")) and r.get("is_public", "true") == "true"]
     return {"gsm": gsm, "layout": layout, "organism": organism.get("ScientificName", "") if organism is not None
             else "", "runs": sorted(acc for acc, _ in run_list), "bases": sum(b for _, b in run_list)}
 

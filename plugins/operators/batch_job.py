@@ -31,12 +31,10 @@ from batch_model import (
     tag_value,
     validate_retry_strategy,
 )
+from genomics_steps.names import ENV_NAME, LABEL, SAMPLE_ID, bad_items
 from platform_settings import PlatformSettings
 
 SUBMIT_POOL = "batch_submit"
-SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SUBMIT_PAYLOAD = 30 * 1024
 LOG_TAILS = 3  # failed jobs whose log ends are quoted in the task's failure message
 
@@ -132,8 +130,7 @@ class BatchJobOperator(BaseOperator):
 
     # --- validation: everything is checked before anything is submitted ---------------------------
     def _validate_static(self) -> None:
-        if not STEP_ID.match(self.step):
-            raise ValueError(f"step {self.step!r} must match {STEP_ID.pattern}")
+        LABEL.check("step", self.step)
         if not (0 < float(self.vcpus) <= 256):
             raise ValueError(f"vcpus must be in (0, 256], got {self.vcpus!r}")
         if not (isinstance(self.memory_mib, int) and self.memory_mib >= 4):
@@ -151,29 +148,27 @@ class BatchJobOperator(BaseOperator):
         if not self.command or not all(isinstance(c, str) for c in self.command):
             raise ValueError(f"command must be a non-empty list of strings, got {self.command!r}")
         for name in ("project", "pipeline"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not STEP_ID.match(value):
-                raise ValueError(f"{name} {value!r} must match {STEP_ID.pattern}")
+            LABEL.check(name, getattr(self, name))
         if not isinstance(self.environment, dict):
             raise ValueError("environment must be a mapping of names to strings")
         for key, value in self.environment.items():
-            if not ENV_NAME.match(str(key)) or str(key).startswith("AWS_BATCH"):
+            if not ENV_NAME.ok(key) or key.startswith("AWS_BATCH"):
                 raise ValueError(f"environment variable name {key!r} is invalid or reserved")
             if not isinstance(value, str):
                 raise ValueError(f"environment variable {key} must be a string, got {type(value).__name__}")
         if self.sample is not None and self.samples is not None:
             raise ValueError("give either sample or samples, not both")
-        if self.sample is not None and not (isinstance(self.sample, str) and SAMPLE_ID.match(self.sample)):
-            raise ValueError(f"sample id {self.sample!r} must match {SAMPLE_ID.pattern}")
+        if self.sample is not None:
+            SAMPLE_ID.check("sample", self.sample)
         samples: list[str] = []
         if self.samples is not None:
             if not isinstance(self.samples, list) or not self.samples:
                 raise ValueError("samples must be a non-empty list of sample ids")
             if len(self.samples) > MAX_ARRAY_SIZE:
                 raise ValueError(f"an array job takes at most {MAX_ARRAY_SIZE} samples, got {len(self.samples)}")
-            bad = [s for s in self.samples if not (isinstance(s, str) and SAMPLE_ID.match(s))]
+            bad = bad_items(SAMPLE_ID, "samples", self.samples)
             if bad:
-                raise ValueError(f"invalid sample id(s) {bad[:5]!r}: each must match {SAMPLE_ID.pattern}")
+                raise ValueError(bad)
             if len(set(self.samples)) != len(self.samples):
                 raise ValueError("samples contains duplicates")
             samples = list(self.samples)
