@@ -193,6 +193,182 @@ def test_the_trigger_form_accepts_a_list_or_all_approved(dagbag):
         assert params.validate()["samples"] == samples
 
 
+# --- hidden characters: every id, label and URI field of every DAG -------------------------------------
+# A value that looks right but carries a character the eye misses. "demo\n" once passed every check (^...$
+# lets a final newline through) and wrote into the real demo project's results.
+HIDDEN = ["\n", "\r", "\t", "\x00", "\u2028", "\u200b"]
+BAD_IDS = ([f"demo{c}" for c in HIDDEN] + [f"de{c}mo" for c in HIDDEN]
+           + ["x" * 300, " demo", "demo "])
+BAD_URIS = lambda base: ([f"{base}{c}" for c in HIDDEN] + [base.replace("/", f"/{c}", 3) for c in HIDDEN]  # noqa: E731
+                         + [f" {base}", f"{base} "])
+# field -> (kind, a good value): the fields of each DAG's Params that take ids, labels, lists of ids or URIs.
+FIELDS = {
+    "rnaseq": {"project": ("id", "demo"), "reference": ("id", "ref1"), "pipeline_version": ("id", "1.0"),
+               "samples": ("ids", "S1"), "input_uri": ("uri", "s3://bucket/reads/")},
+    "regenie_gwas": {"project": ("id", "demo"), "pipeline_version": ("id", "1.0"), "traits": ("ids", "height"),
+                     "genotypes": ("uri", "s3://bucket/gwas/cohort"),
+                     "phenotypes": ("uri", "s3://bucket/gwas/phenotypes.tsv"),
+                     "covariates": ("uri", "s3://bucket/gwas/covariates.tsv")},
+    "geo_ingestion": {"project": ("id", "geo"), "pipeline_version": ("id", "1.0")},
+    "batch_events_demo": {"project": ("id", "demo"), "pipeline_version": ("id", "1.0"),
+                          "samples": ("ids", "S001"), "fail_sample": ("id", "S001")},
+}
+FIELDS["germline"] = FIELDS["rnaseq"]
+
+
+def _bad_cases():
+    for dag_id, fields in FIELDS.items():
+        for field, (kind, good) in fields.items():
+            for bad in (BAD_URIS(good) if kind == "uri" else BAD_IDS):
+                value = [good, bad] if kind == "ids" else bad
+                yield pytest.param(dag_id, field, value, bad, id=f"{dag_id}-{field}-{bad[:12]!r}")
+
+
+BAD_CASES = list(_bad_cases())
+
+
+def test_every_bad_value_is_refused_by_its_rule():
+    """The table itself: each hidden-character value is invalid, each good value valid."""
+    from genomics_steps import names
+
+    assert len(BAD_CASES) > 200
+    for bad in BAD_IDS:
+        assert not names.LABEL.ok(bad) and not names.SAMPLE_ID.ok(bad)
+    for good in ("demo", "proj_1.x-2", "x" * 64, "S" * 128):
+        assert names.SAMPLE_ID.ok(good)
+
+
+@pytest.mark.parametrize("dag_id, field, value, bad", BAD_CASES)
+def test_the_params_schema_refuses_hidden_characters_naming_field_and_value(dagbag, dag_id, field, value, bad):
+    """As Airflow validates a run config on the server (jsonschema, re.search on the pattern)."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags[dag_id].params)
+    with pytest.raises(ParamValidationError) as refused:
+        params.update({field: value})
+        params.validate()
+    assert f"param {field}" in str(refused.value) and repr(bad) in str(refused.value)
+
+
+def _first_check(dagbag, dag_id: str, config: dict) -> str:
+    """Run the first task's check of ``dag_id`` on ``config``: nothing may be listed, read or submitted."""
+    from geo_ingest import IngestConfigError, check_params
+    from gwas_plan import plan_gwas
+
+    def untouched(*args):
+        pytest.fail(f"the lake was read for a refused run config: {args}")
+
+    if dag_id in ("rnaseq", "germline"):
+        with pytest.raises(RunConfigError) as refused:
+            plan_run(SPEC, config, lake_root=LAKE, backend="aws", list_files=untouched,
+                     approved_samples=untouched, max_map_length=1024)
+    elif dag_id == "regenie_gwas":
+        with pytest.raises(RunConfigError) as refused:
+            plan_gwas(config, lake_root=LAKE, backend="aws", list_files=untouched, read_head=untouched,
+                      regenie_here=False)
+    elif dag_id == "geo_ingestion":
+        with pytest.raises(IngestConfigError) as refused:
+            check_params(config)
+    else:  # batch_events_demo: its first task, sample_list, checks before the fan-outs submit
+        with pytest.raises(ValueError) as refused:
+            dagbag.dags[dag_id].get_task("sample_list").python_callable(params=config)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("dag_id, field, value, bad", BAD_CASES)
+def test_the_first_task_refuses_hidden_characters_naming_field_and_value(dagbag, dag_id, field, value, bad):
+    """The check that cannot be fooled: even a run config that skipped the schema stops here, before any
+    listing or submission."""
+    config = {**dagbag.dags[dag_id].params.dump(), field: value}
+    if dag_id in ("rnaseq", "germline") and field != "samples":
+        config["samples"] = ["S1"]
+    message = _first_check(dagbag, dag_id, config)
+    assert field in message and repr(bad) in message
+
+
+def test_params_patterns_read_the_same_in_python_and_javascript(dagbag):
+    """Airflow validates Params on the server with Python's re.search; a browser or any JSON-schema tool
+    reads the same pattern as a flagless JavaScript RegExp. Both must accept and refuse the same values."""
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    patterns = set()
+
+    def collect(schema):
+        if isinstance(schema, dict):
+            if isinstance(schema.get("pattern"), str):
+                patterns.add(schema["pattern"])
+            for value in schema.values():
+                collect(value)
+        elif isinstance(schema, list):
+            for value in schema:
+                collect(value)
+
+    for dag_id in FIELDS:
+        params = dagbag.dags[dag_id].params
+        for name in params:
+            collect(params.get_param(name).schema)
+    values = ["demo", "proj_1.x-2", "S001", "", "none", "s3://bucket/reads/", "s3://bucket/gwas/cohort",
+              "file:///data/x.tsv", "Z", "demoZ", *BAD_IDS, *BAD_URIS("s3://bucket/reads/")]
+    cases = [(p, v) for p in sorted(patterns) for v in values]
+    script = ("const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "process.stdout.write(JSON.stringify(cases.map(([p, v]) => new RegExp(p).test(v))));")
+    out = subprocess.run([node, "-e", script], input=json.dumps(cases), capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    in_javascript = json.loads(out)
+    in_python = [re.search(p, v) is not None for p, v in cases]
+    assert len(patterns) >= 6
+    assert [c for c, js, py in zip(cases, in_javascript, in_python) if js != py] == []
+    assert any(in_python) and not any(re.search(p, "demo\n") for p in patterns)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("hooks.sql_render", fromlist=["Label"]).Label("demo\n"),
+    lambda: __import__("hooks.sql_render", fromlist=["Label"]).Label("de\u200bmo"),
+    lambda: __import__("hooks.sql_render", fromlist=["Ident"]).Ident("qc_metrics\n"),
+    lambda: __import__("hooks.sql_render", fromlist=["Location"]).Location("s3://lake/tables/x/\n"),
+], ids=["label-newline", "label-zero-width", "ident-newline", "location-newline"])
+def test_sql_rendering_refuses_a_trailing_newline(make):
+    from hooks.sql_render import UnsafeSqlValue
+
+    with pytest.raises(UnsafeSqlValue, match=r"\\n|\\u200b"):
+        make()
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/lake/results/rnaseq/1.0/project=demo\n/x.json",
+                                 "file:///tmp/lake/project=demo%0A/x.json", "file:///tmp/lake/x#y.json",
+                                 "s3://lake/results/project=demo\r/x.json", "s3://lake/x.json?versionId=1"])
+def test_the_lake_refuses_a_uri_that_urlparse_would_shorten(tmp_path, uri):
+    from genomics_steps import runtime
+    from genomics_steps.names import InvalidName
+    from hooks import lake
+    from platform_settings import PlatformSettings
+
+    uri = uri.replace("file:///tmp/lake", tmp_path.as_uri())
+    with pytest.raises(InvalidName, match="URI"):
+        lake.write_text(PlatformSettings.resolve(), uri, "{}")
+    with pytest.raises(InvalidName, match="URI"):
+        runtime.write_uri(uri, b"{}")
+    assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0\n"], {}, "--pipeline-version '1.0\\n'"),
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0", "--input-prefix", "file:///r/\n"], {},
+     "--input-prefix 'file:///r/\\n'"),
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0"], {"GENOMICS_PROJECT": "demo\n"},
+     "GENOMICS_PROJECT 'demo\\n'"),
+    (["genomics_steps.read_stats", "--pipeline-version", "1.0\u2028"], {}, "--pipeline-version '1.0\\u2028'"),
+])
+def test_a_step_started_by_hand_with_a_bad_argument_refuses_to_run(tmp_path, args, env, named):
+    done = run_step(step_env(tmp_path, "S1", **env), *args)
+    assert done.returncode == 64, done.stderr
+    assert named in done.stderr
+    assert list(tmp_path.rglob("*")) == [], "nothing written to the lake"
+
+
 # --- the step package --------------------------------------------------------------------------------
 def step_env(lake_dir: Path, sample: str, pipeline: str = "rnaseq", **extra) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "include"), "GENOMICS_LAKE_URI": f"file://{lake_dir}",
