@@ -623,6 +623,41 @@ def test_bad_run_config_through_airflow_submits_nothing(local, dagbag, change, c
     assert _jobs(local) == 0
 
 
+def _results(local) -> list[Path]:
+    return [p for p in (Path(local.local_home) / "lake" / "results").rglob("*") if p.is_file()]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("change", [{"project": "demo\n"}, {"pipeline_version": "1.0\n"}])
+def test_a_trailing_newline_never_reaches_another_projects_results(local, dagbag, monkeypatch, capfd, caplog,
+                                                                   change):
+    """The issue's repro: `airflow dags test rnaseq -c '{"project": "demo\\n", ...}'` ran two jobs that wrote
+    into the real demo project. The Params refuse it; and with the schema's pattern gone (a DAG version
+    that forgot it), the plan still refuses it: no job, nothing under results/."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    synthetic.write_sample(lake, "demo", "synthetic-v1", "RNA4", "rnaseq")
+    dag = dagbag.dags["rnaseq"]
+    _no_retries(dag)
+    conf = {"project": "demo", "reference": "synthetic-v1", "samples": ["RNA4"], **change}
+    with pytest.raises(ParamValidationError, match=re.escape(repr(next(iter(change.values()))))):
+        dag.test(run_conf=conf)
+    assert _jobs(local) == 0
+
+    (field,) = change
+    for params in [dag.params, *(task.params for task in dag.tasks)]:  # each task holds a copy
+        if field in params:
+            monkeypatch.delitem(params.get_param(field).schema, "pattern")
+    run = dag.test(run_conf=conf)
+    assert run.state == "failed"
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
+    out, err = capfd.readouterr()
+    assert f"{field} {next(iter(change.values()))!r} is not a name" in out + err + caplog.text
+    assert _jobs(local) == 0 and _results(local) == []
+
+
 @pytest.mark.e2e
 def test_bad_run_config_fails_the_plan_and_submits_nothing(local, dagbag):
     synthetic.write_reference(local.lake_root, "synthetic-v1")
