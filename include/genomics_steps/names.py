@@ -43,11 +43,6 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", re.compile(self.body))
 
-    @property
-    def pattern(self) -> str:
-        """The full-match pattern, for messages."""
-        return rf"\A(?:{self.body})\Z"
-
     def ok(self, value: Any) -> bool:
         return isinstance(value, str) and self.compiled.fullmatch(value) is not None
 
