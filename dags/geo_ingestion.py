@@ -6,8 +6,13 @@ exactly):
 
 1. **search** (pool `ncbi_eutils`): GEO series published in the window that match `query`, their samples and
    SRA runs, through NCBI E-utilities (3 requests/s, 10 with the API key of the `ncbi_eutils` connection).
+   A series' runs are found through its BioProject (and any SRA study GEO names), in the same searches as the
+   series earlier runs could not resolve, which are looked up again.
 2. **register**: new paired-end samples enter the sample registry as *discovered*; samples already there
-   keep their status. Single-end samples and samples without public runs are listed and skipped.
+   keep their status. Single-end samples and samples without public runs are listed and skipped. A
+   sequencing series none of whose samples has a public run is recorded in the registry as *unresolved*,
+   with the reason, and looked up again by later runs. When every series of the window resolved to nothing
+   the run says so as a warning, and **fails** (check `all_series_resolved`) if one of them had samples.
 3. **download** (one Batch array job per unit of up to 500 samples): `prefetch` + `fasterq-dump`, runs joined
    and compressed into `raw/<project>/<GSM>_R1.fastq.gz` and `_R2`, where the pipelines read reads.
 4. **qc**: fastp per sample; below `min_reads` or `min_q30_rate` a sample fails QC.
@@ -56,22 +61,30 @@ def _job(step: str, command: list[str], **kwargs) -> BatchJobOperator:
 def geo_ingestion():
     @task(pool="ncbi_eutils", retries=3)
     def search(params=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from hooks import backend
         from hooks.eutils import discover
-        from geo_ingest import check_params, eutils_client, window
+        from geo_ingest import check_params, eutils_client, retry_series, window
         from platform_settings import PlatformSettings
 
         conf = check_params(params)
         first, last = window(data_interval_start, data_interval_end)
         settings = PlatformSettings.resolve()
+        retry, unresolved_before = retry_series(backend.sample_registry(settings), conf["project"])
         client = eutils_client(settings)
-        series, total = discover(client, conf["query"], first, last, max_series=conf["max_series"])
-        print(f"geo_ingestion: {first}..{last}: {total} series found, {len(series)} resolved, "
-              f"{sum(len(s.samples) for s in series)} sample(s), {client.requests} E-utilities request(s)")
-        return {"window": [str(first), str(last)], "series": [s.to_dict() for s in series]}
+        series, total = discover(client, conf["query"], first, last, max_series=conf["max_series"], also=retry)
+        retried = [s.gse for s in series if any(s is r for r in retry)]
+        print(f"geo_ingestion: {first}..{last}: {total} series found, {len(series) - len(retried)} looked up, "
+              f"{len(retried)} unresolved series of earlier runs looked up again, "
+              f"{sum(len(s.samples) for s in series)} sample(s), "
+              f"{sum(bool(x.runs) for s in series for x in s.samples)} with SRA runs, "
+              f"{client.requests} E-utilities request(s)")
+        return {"window": [str(first), str(last)], "series": [s.to_dict() for s in series], "retried": retried,
+                "unresolved_before": unresolved_before}
 
     @task
     def register(found: dict, params=None) -> dict:
         import json
+        import logging
 
         from genomics_steps.layout import ingest_record_uri
         from geo_ingest import plan_work, register as register_samples
@@ -82,11 +95,17 @@ def geo_ingestion():
         registry = backend.sample_registry(settings)
         project = params["project"]
         registered = register_samples(registry, project, found["series"], lambda gsm, record: lake.write_text(
-            settings, ingest_record_uri(settings.lake_root, project, gsm), json.dumps(record, sort_keys=True)))
+            settings, ingest_record_uri(settings.lake_root, project, gsm), json.dumps(record, sort_keys=True)),
+            retried=found.get("retried", []), unresolved_before=found.get("unresolved_before", []))
         work = plan_work(registry, project, registered["by_series"])
         for line in registered["skipped"]:
             print(f"skipped {line}")
-        print(f"geo_ingestion: {registered['new']} new sample(s); {len(work['todo'])} to download and QC")
+        for gse, reason in {**registered["not_looked_up"], **registered["unresolved"]}.items():
+            print(f"series {gse} resolved to nothing: {reason}")
+        print(f"geo_ingestion: {registered['new']} new sample(s); {len(work['todo'])} to download and QC; "
+              f"{len(registered['unresolved'])} series unresolved")
+        if registered["warning"]:
+            logging.getLogger("airflow.task").warning("geo_ingestion: %s", registered["warning"])
         mirror = settings.ncbi_mirror_path
         return {**registered, **work, "sra_mirror": str(mirror) if mirror else ""}
 
@@ -125,6 +144,15 @@ def geo_ingestion():
                                "and a rerun of this day picks them up")
 
     @task
+    def all_series_resolved(registered: dict) -> None:
+        """Fails the run, without retries (a retry asks NCBI the same), when every series the window found
+        resolved to nothing though one had samples; later runs look those series up again."""
+        from airflow_compat import AirflowFailException
+
+        if registered["failure"]:
+            raise AirflowFailException(registered["failure"])
+
+    @task
     def report_commands(result: dict, params=None) -> list[list[str]]:
         return [["python3", "-m", "genomics_steps.ingest", "multiqc", "--pipeline-version",
                  params["pipeline_version"], "--series", r["series"], "--samples", *r["samples"]]
@@ -135,6 +163,7 @@ def geo_ingestion():
         return result["review"]
 
     registered = register(search())
+    all_series_resolved(registered)
     done = per_unit.expand(unit=units(registered))
     result = outcomes(registered)
     done >> result
