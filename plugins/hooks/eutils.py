@@ -14,7 +14,7 @@ records.
 
 Per window: one esearch on gds (history), esummary pages of up to ``page_size`` series, then one esearch on sra
 per 100 links (history) and esummary pages of their experiments. A series' link to SRA is its BioProject
-(``bioproject``, which GEO fills for every sequencing series) and any SRA study its ``extrelations`` name;
+(the ``bioproject`` field of its summary) and any SRA study its ``extrelations`` name;
 recent series often have ``"extrelations": []`` and only the BioProject (see shared/real-data/eutils). A series
 with neither is looked up by its GSE accession. Experiments are matched to samples by the GSM that GEO puts in
 each experiment's name. Series that are not sequencing (arrays) have no SRA runs and are not looked up. Calls
@@ -279,12 +279,10 @@ def parse_sra_experiment(doc: dict[str, Any]) -> dict[str, Any] | None:
     layout_node = exp.find("Library_descriptor/LIBRARY_LAYOUT")
     layout = next((child.tag for child in layout_node), "unknown") if layout_node is not None else "unknown"
     organism = exp.find("Organism")
-    bioproject = (exp.findtext("Bioproject") or "").strip()
     run_list = [(r.get("acc", ""), int(r.get("total_bases") or 0)) for r in runs.findall("Run")
                 if SRA_RUN.match(r.get("acc", "")) and r.get("is_public", "true") == "true"]
     return {"gsm": gsm, "layout": layout, "organism": organism.get("ScientificName", "") if organism is not None
-            else "", "runs": sorted(acc for acc, _ in run_list), "bases": sum(b for _, b in run_list),
-            "bioproject": bioproject if BIOPROJECT.fullmatch(bioproject) else ""}
+            else "", "runs": sorted(acc for acc, _ in run_list), "bases": sum(b for _, b in run_list)}
 
 
 def discover(client: EutilsClient, query: str, mindate: date, maxdate: date, *, max_series: int = 200,
