@@ -96,6 +96,8 @@ SRA_STUDY = Rule(r"[SED]RP[0-9]{1,12}", "SRA study accession",
                  "an SRA study accession (SRP, ERP or DRP and digits)")
 SRA_RUN = Rule(r"[SED]RR[0-9]{1,12}", "SRA run accession",
                "an SRA run accession (SRR, ERR or DRR and digits)")
+BIOPROJECT = Rule(r"PRJ[DEN][A-Z][0-9]{1,12}", "BioProject accession",
+                  "a BioProject accession (PRJNA, PRJEB, PRJDB... and digits)")
 
 
 def check_uri(name: str, uri: Any) -> str:
