@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, default_retry_strategy
+from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, OOM_REASON, JobState, default_retry_strategy
 from hooks import backend
 from hooks.event_queue import LocalEventQueue
 from local_batch.control_plane import ControlPlane, LocalBatchError, wait_for_terminal
@@ -136,7 +136,18 @@ def test_a_job_that_outgrows_its_memory_is_killed(plane):
         "resourceRequirements": [{"type": "MEMORY", "value": "100"}]}))
     detail = wait_for_terminal(plane, job["jobId"], timeout=30)
     assert detail["status"] == "FAILED"
-    assert detail["container"]["reason"].startswith("OutOfMemoryError")
+    # where real Batch puts it: the container's reason and the last attempt's, beside a plain status reason
+    assert detail["container"]["reason"] == detail["attempts"][-1]["container"]["reason"] == OOM_REASON
+    assert detail["statusReason"] == "Essential container in task exited"
+    assert JobState.from_detail(detail).out_of_memory
+
+
+def test_a_job_that_exits_by_itself_has_no_container_reason(plane):
+    job = plane.submit_job(request(shell("exit 3")))
+    detail = wait_for_terminal(plane, job["jobId"])
+    assert detail["attempts"][-1]["container"]["exitCode"] == 3
+    assert "reason" not in detail["attempts"][-1]["container"] and "reason" not in detail["container"]
+    assert not JobState.from_detail(detail).out_of_memory
 
 
 def test_array_children_find_their_index_and_the_parent_ends_when_they_do(plane):

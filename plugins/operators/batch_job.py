@@ -346,16 +346,27 @@ class BatchJobOperator(BaseOperator):
             failed = [c for c in summary["samples"] if c["status"] != "SUCCEEDED"]
             lines.append(f"{len(failed)} of {len(samples)} samples failed:")
             lines += [
-                f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({c['status_reason']}); log: {c['log']}"
+                f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({_reasons(c)})"
+                f"{self._memory_hint(c)}; log: {c['log']}"
                 for c in failed[:50]
             ]
             streams = [(f"sample {c['sample']}", c["log_stream"]) for c in failed[:LOG_TAILS]]
         else:
-            hint = " (killed: over its memory, or by a signal)" if job["exit_code"] == 137 else ""
-            lines.append(f"exit code {job['exit_code']}{hint}; log: {summary['log']}")
+            if job.get("container_reason"):
+                lines.append(f"container: {job['container_reason']}")
+            lines.append(f"exit code {job['exit_code']}{self._memory_hint(job)}; log: {summary['log']}")
             streams = [(f"job {job['job_id']}", job.get("log_stream", ""))]
         lines += _log_tails(settings, streams)
         raise AirflowException("\n".join(lines))
+
+    def _memory_hint(self, job: dict[str, Any]) -> str:
+        """What to do about a job (or child) Batch killed over its memory; its exit code proves nothing either
+        way (a real OOM kill was exit code 24, and Batch's own kills of a cancelled or timed-out job are 137)."""
+        if job.get("out_of_memory"):
+            return f" (out of memory: it exceeded its memory_mib={self.memory_mib}; give the step more memory)"
+        if job.get("exit_code") == 137:
+            return " (killed by a signal)"
+        return ""
 
     def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
         """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity), for
@@ -432,6 +443,8 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
                 "attempts": state.attempts if state else 0,
                 "exit_code": state.exit_code if state else None,
                 "status_reason": state.status_reason if state else "",
+                "container_reason": state.container_reason if state else "",
+                "out_of_memory": state.out_of_memory if state else False,
                 "started_at": state.started_at if state else None,
                 "stopped_at": state.stopped_at if state else None,
                 "log": _log_location(settings, state.log_stream if state else ""),
@@ -439,6 +452,12 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
             }
         )
     return out
+
+
+def _reasons(child: dict[str, Any]) -> str:
+    """A child's status reason, and its container reason when Batch gave one (an OOM kill shows only there)."""
+    reasons = [r for r in (child.get("status_reason"), child.get("container_reason")) if r]
+    return "; ".join(reasons) or "no reason given"
 
 
 def _log_tails(settings: PlatformSettings, streams: list[tuple[str, str]]) -> list[str]:
