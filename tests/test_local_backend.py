@@ -192,6 +192,24 @@ def test_the_operator_waits_on_local_events_and_reports_success(local):
     assert Path(summary["log"]).exists()
 
 
+def test_an_oom_killed_job_is_published_in_job_runs_with_its_container_reason(local):
+    from operators.publish import PublishTableOperator
+
+    grow = "x = bytearray(400 * 1024 * 1024); import time; time.sleep(5)"
+    op = BatchJobOperator(task_id="grow", step="grow", project="demo", pipeline="demo", sample="S1",
+                          command=[PY, "-c", grow], memory_mib=100, retry_strategy={"attempts": 1})
+    context = task_context(task_id="grow")
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    event = asyncio.run(first_event(deferred.value.trigger, timeout=60))
+    with pytest.raises(AirflowException, match=r"out of memory: it exceeded its memory_mib=100"):
+        op.execute_complete(context, event)
+    PublishTableOperator(task_id="publish_job_runs", table="job_runs", project="demo", pipeline="demo",
+                         pipeline_version="1", units=["S1"]).execute(task_context(task_id="publish_job_runs"))
+    _, rows = backend.query_engine(local).fetch("SELECT step, status, container_reason FROM job_runs")
+    assert rows == [("grow", "FAILED", OOM_REASON)]
+
+
 def test_an_array_failure_names_the_sample_and_shows_the_tools_own_error(local):
     samples = ["S1", "S2", "S3"]
     op = BatchJobOperator(task_id="stats", step="read_stats", project="demo", pipeline="demo", samples=samples,

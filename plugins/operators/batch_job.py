@@ -369,7 +369,8 @@ class BatchJobOperator(BaseOperator):
         return ""
 
     def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
-        """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity), for
+        """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity,
+        the container reason that tells an out-of-memory kill), for
         PublishTableOperator(table="job_runs", staging_scope=run_scope(run_id)) to publish with the results."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -382,12 +383,12 @@ class BatchJobOperator(BaseOperator):
                              self.project)
         capacity = settings.capacity_type(settings.resolve_queue(self.job_queue))
         header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
-                 "capacity_type\tinstance_type\n"
+                 "capacity_type\tinstance_type\tcontainer_reason\n"
 
         def stage(row: dict[str, Any]) -> None:
             values = [row["job_id"], self.step, row["status"], row["attempts"], row.get("started_at"),
                       row.get("stopped_at"), self.vcpus, self.memory_mib, self.job_queue or settings.job_queue,
-                      capacity, None]
+                      capacity, None, " ".join((row.get("container_reason") or "").split()) or None]
             line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
             name = f"{self.step}-{_safe(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
             write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
