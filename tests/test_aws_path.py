@@ -491,6 +491,20 @@ def test_the_sensor_defers_on_running_jobs_and_fails_naming_the_failed_one(aws):
         sensor.execute_complete(task_context(task_id="wait"), event)
 
 
+def test_the_sensor_says_which_job_ran_out_of_memory(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    aws.sim.plan("S1", ["oom:24"])
+    job_id = submit(make_op(sample="S1", task_id="a"), task_context(task_id="a")).job_ids[0]
+    sensor = BatchJobSensor(task_id="wait", job_ids=job_id)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(task_id="wait"))
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(AirflowException, match=r"exit code 24, out of memory \(OutOfMemoryError: Container killed"):
+        sensor.execute_complete(task_context(task_id="wait"), event)
+
+
 def test_the_sensor_refuses_values_that_are_not_job_ids(aws):
     from sensors.batch_job import BatchJobSensor
 
