@@ -100,6 +100,34 @@ def test_failure_raises_with_reason_exit_code_and_log_location(aws):
     assert "CloudWatch Logs group /aws/batch/job, stream genomics-step/default/" in message
 
 
+def test_an_oom_kill_is_reported_as_out_of_memory_whatever_its_exit_code(aws):
+    aws.sim.plan("NA12878", ["oom:24"])
+    op, context = make_op(sample="NA12878", memory_mib=4096), task_context()
+    _, event = run_to_completion(aws, op, context)
+    assert event["jobs"][0]["out_of_memory"] is True
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, event)
+    message = str(err.value)
+    assert "container: OutOfMemoryError: Container killed due to memory usage" in message
+    assert "exit code 24 (out of memory: it exceeded its memory_mib=4096" in message
+
+
+def test_an_array_names_the_children_that_ran_out_of_memory(aws):
+    samples = ["S0", "S1", "S2"]
+    op, context = make_op(samples=samples, memory_mib=4096), task_context()
+    trigger = submit(op, context)
+    job = aws.sim.jobs[trigger.job_ids[0]]
+    job.children[1].outcomes = ["oom"]
+    job.children[2].outcomes = ["exit:137"]
+    aws.sim.run_until_done()
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, asyncio.run(first_event(trigger)))
+    lines = {line.split(":")[0].strip(): line for line in str(err.value).splitlines() if line.startswith("  S")}
+    assert "OutOfMemoryError: Container killed due to memory usage" in lines["S1"]
+    assert "(out of memory: it exceeded its memory_mib=4096" in lines["S1"]
+    assert "memory" not in lines["S2"] and "exit code 137 (" in lines["S2"]
+
+
 def test_spot_reclaim_is_retried_by_batch_and_the_task_succeeds(aws):
     aws.sim.plan("NA12878", ["spot", "ok"])
     op, context = make_op(sample="NA12878"), task_context()
@@ -465,6 +493,20 @@ def test_the_sensor_defers_on_running_jobs_and_fails_naming_the_failed_one(aws):
     aws.sim.run_until_done()
     event = asyncio.run(first_event(deferred.value.trigger))
     with pytest.raises(AirflowException, match=f"{t2.job_ids[0]} .*exit code 9"):
+        sensor.execute_complete(task_context(task_id="wait"), event)
+
+
+def test_the_sensor_says_which_job_ran_out_of_memory(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    aws.sim.plan("S1", ["oom:24"])
+    job_id = submit(make_op(sample="S1", task_id="a"), task_context(task_id="a")).job_ids[0]
+    sensor = BatchJobSensor(task_id="wait", job_ids=job_id)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(task_id="wait"))
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(AirflowException, match=r"exit code 24, out of memory \(OutOfMemoryError: Container killed"):
         sensor.execute_complete(task_context(task_id="wait"), event)
 
 

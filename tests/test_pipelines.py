@@ -431,6 +431,58 @@ def test_a_missing_input_is_named(tmp_path):
     assert out.returncode == 66 and "NOPE_R1.fastq.gz does not exist" in out.stderr
 
 
+TRANSITIONS = [("A", "G"), ("G", "A"), ("C", "T"), ("T", "C")]
+TRANSVERSIONS = [("A", "C"), ("C", "A"), ("G", "T"), ("T", "A")]
+
+
+def write_calls(path: Path, transitions: int, transversions: int) -> Path:
+    """A bgzipped one-sample VCF of heterozygous SNVs: ``transitions`` of them, then ``transversions``."""
+    snvs = [TRANSITIONS[i % 4] for i in range(transitions)] + [TRANSVERSIONS[i % 4] for i in range(transversions)]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=100000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1"]
+    lines += [f"chr1\t{100 + 10 * i}\t.\t{ref}\t{alt}\t50\tPASS\t.\tGT\t0/1" for i, (ref, alt) in enumerate(snvs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(subprocess.run(["bgzip", "-c"], input="\n".join(lines).encode() + b"\n", capture_output=True,
+                                    check=True).stdout)
+    return path
+
+
+@pytest.mark.parametrize(("transitions", "transversions", "ts_tv"), [(16, 0, None), (10, 3, 10 / 3)])
+def test_bcftools_stats_give_transition_and_transversion_counts_and_a_ratio_only_when_defined(
+        tmp_path, transitions, transversions, ts_tv):
+    """bcftools prints the ratio of 16 transitions to no transversions as 0.00 (and 10/3 as 3.33)."""
+    from genomics_steps.germline import stats_qc
+
+    vcf = write_calls(tmp_path / "calls.vcf.gz", transitions, transversions)
+    report = subprocess.run(["bcftools", "stats", str(vcf)], capture_output=True, text=True, check=True).stdout
+    qc = stats_qc(report)
+    assert (qc["transitions"], qc["transversions"]) == (transitions, transversions)
+    assert qc["ts_tv"] == pytest.approx(ts_tv) if ts_tv else qc["ts_tv"] is None
+    assert qc["snvs"] == qc["records"] == transitions + transversions
+
+
+def test_a_sample_without_transversions_publishes_its_ts_tv_as_null(local):
+    from hooks import backend
+    from operators.publish import PublishTableOperator
+    from tests.conftest import task_context
+
+    lake = Path(local.lake_root.removeprefix("file://"))
+    call = layout.step_prefix(local.lake_root, "germline", "1.0", "P1", "S1", "call")
+    write_calls(Path(call.removeprefix("file://")) / "calls.vcf.gz", 16, 0)
+    out = run_step(step_env(lake, "S1", "germline"), "genomics_steps.germline", "stats", "--pipeline-version", "1.0")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((lake / "results/germline/1.0/project=P1/sample=S1/stats/metrics.json").read_text())
+    assert metrics["metrics"]["ts_tv"] is None and metrics["metrics"]["transitions"] == 16
+
+    PublishTableOperator(task_id="publish_qc_metrics", table="qc_metrics", project="P1", pipeline="germline",
+                         pipeline_version="1.0", units=["S1"]).execute(task_context(task_id="publish_qc_metrics"))
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN ('transitions', 'transversions', "
+        "'ts_tv') ORDER BY metric")
+    assert rows == [("transitions", 16.0), ("transversions", 0.0), ("ts_tv", None)]
+
+
 def test_the_step_package_needs_neither_airflow_nor_the_project_venv():
     """Job images carry python3, boto3 and this package only: no site-packages import at module load."""
     code = "import genomics_steps.rnaseq, genomics_steps.germline, genomics_steps.synthetic"
@@ -575,6 +627,14 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
         assert synthetic.snv_recall(lake, "e2e", sample, called) >= 0.9
     _, qc = backend.query_engine(local).fetch("SELECT DISTINCT tool FROM qc_metrics ORDER BY 1")
     assert qc == [("bcftools",), ("samtools",)]
+    _, tstv = backend.query_engine(local).fetch(
+        "SELECT sample_id, metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN "
+        "('transitions', 'transversions', 'ts_tv')")
+    for sample in samples:
+        got = {m: v for s, m, v in tstv if s == sample}
+        assert got["transitions"] + got["transversions"] > 0
+        assert got["ts_tv"] == (pytest.approx(got["transitions"] / got["transversions"]) if got["transversions"]
+                                else None)
 
 
 @pytest.mark.e2e

@@ -341,19 +341,31 @@ class BatchJobOperator(BaseOperator):
             failed = [c for c in summary["samples"] if c["status"] != "SUCCEEDED"]
             lines.append(f"{len(failed)} of {len(samples)} samples failed:")
             lines += [
-                f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({c['status_reason']}); log: {c['log']}"
+                f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({_reasons(c)})"
+                f"{self._memory_hint(c)}; log: {c['log']}"
                 for c in failed[:50]
             ]
             streams = [(f"sample {c['sample']}", c["log_stream"]) for c in failed[:LOG_TAILS]]
         else:
-            hint = " (killed: over its memory, or by a signal)" if job["exit_code"] == 137 else ""
-            lines.append(f"exit code {job['exit_code']}{hint}; log: {summary['log']}")
+            if job.get("container_reason"):
+                lines.append(f"container: {job['container_reason']}")
+            lines.append(f"exit code {job['exit_code']}{self._memory_hint(job)}; log: {summary['log']}")
             streams = [(f"job {job['job_id']}", job.get("log_stream", ""))]
         lines += _log_tails(settings, streams)
         raise AirflowException("\n".join(lines))
 
+    def _memory_hint(self, job: dict[str, Any]) -> str:
+        """What to do about a job (or child) Batch killed over its memory; its exit code proves nothing either
+        way (a real OOM kill was exit code 24, and Batch's own kills of a cancelled or timed-out job are 137)."""
+        if job.get("out_of_memory"):
+            return f" (out of memory: it exceeded its memory_mib={self.memory_mib}; give the step more memory)"
+        if job.get("exit_code") == 137:
+            return " (killed by a signal)"
+        return ""
+
     def _stage_job_runs(self, settings: PlatformSettings, context: Any, summary: dict[str, Any]) -> None:
-        """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity), for
+        """Stage one job_runs row per sample or run-level job (the job's facts: attempts, times, resources, capacity,
+        the container reason that tells an out-of-memory kill), for
         PublishTableOperator(table="job_runs", staging_scope=run_scope(run_id)) to publish with the results."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -366,12 +378,12 @@ class BatchJobOperator(BaseOperator):
                              self.project)
         capacity = settings.capacity_type(settings.resolve_queue(self.job_queue))
         header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
-                 "capacity_type\tinstance_type\n"
+                 "capacity_type\tinstance_type\tcontainer_reason\n"
 
         def stage(row: dict[str, Any]) -> None:
             values = [row["job_id"], self.step, row["status"], row["attempts"], row.get("started_at"),
                       row.get("stopped_at"), self.vcpus, self.memory_mib, self.job_queue or settings.job_queue,
-                      capacity, None]
+                      capacity, None, " ".join((row.get("container_reason") or "").split()) or None]
             line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
             name = f"{self.step}-{_safe(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
             write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
@@ -427,6 +439,8 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
                 "attempts": state.attempts if state else 0,
                 "exit_code": state.exit_code if state else None,
                 "status_reason": state.status_reason if state else "",
+                "container_reason": state.container_reason if state else "",
+                "out_of_memory": state.out_of_memory if state else False,
                 "started_at": state.started_at if state else None,
                 "stopped_at": state.stopped_at if state else None,
                 "log": _log_location(settings, state.log_stream if state else ""),
@@ -434,6 +448,12 @@ def _children(settings: PlatformSettings, backend: Any, parent_id: str, samples:
             }
         )
     return out
+
+
+def _reasons(child: dict[str, Any]) -> str:
+    """A child's status reason, and its container reason when Batch gave one (an OOM kill shows only there)."""
+    reasons = [r for r in (child.get("status_reason"), child.get("container_reason")) if r]
+    return "; ".join(reasons) or "no reason given"
 
 
 def _log_tails(settings: PlatformSettings, streams: list[tuple[str, str]]) -> list[str]:

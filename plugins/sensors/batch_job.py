@@ -75,6 +75,8 @@ class BatchJobSensor(BaseSensorOperator):
         if failed and self.fail_on_job_failure:
             raise AirflowException(
                 "Batch job(s) failed: "
-                + "; ".join(f"{j['job_id']} ({j['job_name']}): {j['status_reason']}, exit code {j['exit_code']}" for j in failed)
+                + "; ".join(f"{j['job_id']} ({j['job_name']}): {j['status_reason']}, exit code {j['exit_code']}"
+                            + (f", out of memory ({j['container_reason']})" if j.get("out_of_memory") else "")
+                            for j in failed)
             )
         return jobs

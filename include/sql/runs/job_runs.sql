@@ -17,6 +17,7 @@ SELECT
   job_queue,
   capacity_type,
   instance_type,
+  container_reason,
   {{ project }} AS project,
   {{ unit_column }}
 FROM {{ database }}.{{ staging_table }}

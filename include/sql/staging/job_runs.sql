@@ -11,5 +11,6 @@
   memory_mib bigint,
   job_queue string,
   capacity_type string,
-  instance_type string
+  instance_type string,
+  container_reason string
 {% endblock %}
