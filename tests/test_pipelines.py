@@ -241,6 +241,22 @@ def test_a_failing_tool_ends_the_job_with_its_exit_code_and_its_own_error_last(t
     assert not (lake / "results/rnaseq/1.0/project=P1/sample=BAD/fastp/metrics.json").exists()
 
 
+def test_a_tool_that_reports_its_error_on_stdout_has_that_error_in_the_failure(tmp_path, monkeypatch):
+    from genomics_steps.step import Step, StepFailed
+
+    monkeypatch.setenv("GENOMICS_LAKE_URI", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("GENOMICS_PROJECT", "P1")
+    step = Step("fit", output_prefix=(tmp_path / "out").as_uri(), outputs=[], tools=[])
+    tool = [sys.executable, "-c", "import sys; print('progress 1', flush=True); "
+                                  "sys.stderr.write('warning 2\\n'); sys.stderr.flush(); "
+                                  "print('ERROR: Cannot write log file x/fit.log', flush=True); sys.exit(3)"]
+    with pytest.raises(StepFailed) as failed:
+        step.run(tool)
+    assert failed.value.exit_code == 3
+    assert str(failed.value).endswith(
+        "exited with code 3:\nprogress 1\nwarning 2\nERROR: Cannot write log file x/fit.log")
+
+
 def test_reads_that_fastp_cannot_parse_stop_the_step(tmp_path):
     raw = tmp_path / "lake/raw/P1"
     raw.mkdir(parents=True)
