@@ -17,6 +17,8 @@ SELECT
   job_queue,
   capacity_type,
   instance_type,
+  job_definition,
+  reused_from,
   {{ project }} AS project,
   {{ unit_column }}
 FROM {{ database }}.{{ staging_table }}
