@@ -309,13 +309,25 @@ def test_job_images_install_the_package_lists_that_dev_installs_locally():
     for image, packages in tools.items():
         listed = {line.split("#")[0].strip() for line in (ROOT / f"docker/{image}/packages.txt").read_text().splitlines()}
         assert packages <= listed
-        if image == "gwas":  # built on regenie's image, not the shared Debian one
+        if image == "gwas":  # its own Dockerfile: a stage compiles regenie
             dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
             assert "COPY docker/gwas/packages.txt" in dockerfile and "include/genomics_steps" in dockerfile
         else:
             assert image in built_from_steps
     assert "FROM apache/airflow:3.3" in (ROOT / "docker/airflow/Dockerfile").read_text()
-    assert "ARG REGENIE_IMAGE=ghcr.io/rgcgithub/regenie/" in (ROOT / "docker/gwas/Dockerfile").read_text()
+
+
+def test_the_gwas_image_builds_the_regenie_release_the_tests_validate():
+    """The regenie engine's results are checked with ../shared/tools/regenie (test_gwas.py); the image must
+    compile the same release at the same commit."""
+    validated = (ROOT.parent / "shared/tools/regenie/README.md").read_text()
+    version = re.search(r"regenie (\d+\.\d+\.\d+)", validated).group(1)
+    commit = re.search(r"commit ([0-9a-f]{7,40})", validated).group(1)
+    dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
+    assert f"ARG REGENIE_VERSION=v{version}\n" in dockerfile
+    assert f"ARG REGENIE_COMMIT={commit}\n" in dockerfile
+    assert "COPY --from=regenie /build/regenie/build/regenie /usr/local/bin/regenie" in dockerfile
+    assert "libgfortran5 libgomp1" in dockerfile, "the run-time libraries regenie links"
 
 
 # --- the sample registry -------------------------------------------------------------------------------
