@@ -417,6 +417,22 @@ def test_a_failing_tool_ends_the_job_with_its_exit_code_and_its_own_error_last(t
     assert not (lake / "results/rnaseq/1.0/project=P1/sample=BAD/fastp/metrics.json").exists()
 
 
+def test_a_tool_that_reports_its_error_on_stdout_has_that_error_in_the_failure(tmp_path, monkeypatch):
+    from genomics_steps.step import Step, StepFailed
+
+    monkeypatch.setenv("GENOMICS_LAKE_URI", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("GENOMICS_PROJECT", "P1")
+    step = Step("fit", output_prefix=(tmp_path / "out").as_uri(), outputs=[], tools=[])
+    tool = [sys.executable, "-c", "import sys; print('progress 1', flush=True); "
+                                  "sys.stderr.write('warning 2\\n'); sys.stderr.flush(); "
+                                  "print('ERROR: Cannot write log file x/fit.log', flush=True); sys.exit(3)"]
+    with pytest.raises(StepFailed) as failed:
+        step.run(tool)
+    assert failed.value.exit_code == 3
+    assert str(failed.value).endswith(
+        "exited with code 3:\nprogress 1\nwarning 2\nERROR: Cannot write log file x/fit.log")
+
+
 def test_reads_that_fastp_cannot_parse_stop_the_step(tmp_path):
     raw = tmp_path / "lake/raw/P1"
     raw.mkdir(parents=True)
@@ -521,13 +537,25 @@ def test_job_images_install_the_package_lists_that_dev_installs_locally():
     for image, packages in tools.items():
         listed = {line.split("#")[0].strip() for line in (ROOT / f"docker/{image}/packages.txt").read_text().splitlines()}
         assert packages <= listed
-        if image == "gwas":  # built on regenie's image, not the shared Debian one
+        if image == "gwas":  # its own Dockerfile: a stage compiles regenie
             dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
             assert "COPY docker/gwas/packages.txt" in dockerfile and "include/genomics_steps" in dockerfile
         else:
             assert image in built_from_steps
     assert "FROM apache/airflow:3.3" in (ROOT / "docker/airflow/Dockerfile").read_text()
-    assert "ARG REGENIE_IMAGE=ghcr.io/rgcgithub/regenie/" in (ROOT / "docker/gwas/Dockerfile").read_text()
+
+
+def test_the_gwas_image_builds_the_regenie_release_the_tests_validate():
+    """The regenie engine's results are checked with ../shared/tools/regenie (test_gwas.py); the image must
+    compile the same release at the same commit."""
+    validated = (ROOT.parent / "shared/tools/regenie/README.md").read_text()
+    version = re.search(r"regenie (\d+\.\d+\.\d+)", validated).group(1)
+    commit = re.search(r"commit ([0-9a-f]{7,40})", validated).group(1)
+    dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
+    assert f"ARG REGENIE_VERSION=v{version}\n" in dockerfile
+    assert f"ARG REGENIE_COMMIT={commit}\n" in dockerfile
+    assert "COPY --from=regenie /build/regenie/build/regenie /usr/local/bin/regenie" in dockerfile
+    assert "libgfortran5 libgomp1" in dockerfile, "the run-time libraries regenie links"
 
 
 # --- the sample registry -------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ forced), stages inputs with ``input()``, runs its tools with ``run()`` / ``pipe(
 shell), stages rows for publishing with ``stage_rows()``, and ends with ``finish()``: outputs are uploaded
 first and ``metrics.json`` last, so its presence means the step is complete.
 
-A tool that fails ends the job with the tool's exit code, and the tool's own last lines of stderr are the last
-lines of the job log, where the Airflow task's failure message quotes them from.
+A tool that fails ends the job with the tool's exit code, and the tool's own last lines (stderr, and stdout when
+it is not the step's data) are the last lines of the job log, where the Airflow task's failure message quotes them from.
 """
 
 from __future__ import annotations
@@ -173,22 +173,26 @@ class Step:
         self.pipe([argv], stdout=stdout)
 
     def pipe(self, commands: list[list[str]], *, stdout: Path | None = None) -> None:
-        """Run ``a | b | c`` as processes joined by pipes (no shell). Each tool's stderr goes to the job log;
-        if any fails, StepFailed carries its exit code and the last lines it wrote."""
-        logs = [self.work / f"{i}-{Path(argv[0]).name}.stderr" for i, argv in enumerate(commands)]
+        """Run ``a | b | c`` as processes joined by pipes (no shell). What each tool says goes to the job log:
+        its stderr, and its stdout too unless that is piped on or written to ``stdout`` (regenie, for one,
+        reports its errors on stdout). If any fails, StepFailed carries its exit code and the last lines it said."""
+        logs = [self.work / f"{i}-{Path(argv[0]).name}.log" for i, argv in enumerate(commands)]
         procs: list[subprocess.Popen] = []
         out_fh = open(stdout, "wb") if stdout else None
         try:
             for i, argv in enumerate(commands):
                 print("+ " + " ".join(argv), flush=True)
                 last = i == len(commands) - 1
+                said = open(logs[i], "wb")
+                talks_on_stdout = last and out_fh is None  # its stdout is a message, not data
                 procs.append(subprocess.Popen(
                     argv,
                     stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
-                    stdout=(out_fh or subprocess.DEVNULL) if last else subprocess.PIPE,
-                    stderr=open(logs[i], "wb"),
+                    stdout=said if talks_on_stdout else (out_fh if last else subprocess.PIPE),
+                    stderr=subprocess.STDOUT if talks_on_stdout else said,
                     cwd=self.work,
                 ))
+                said.close()  # the child holds its own copy
                 if len(procs) > 1:
                     procs[-2].stdout.close()  # the reader owns the pipe now: a dying reader stops the writer
             codes = [p.wait() for p in procs]

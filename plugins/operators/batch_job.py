@@ -61,6 +61,8 @@ class BatchJobOperator(BaseOperator):
     :param rerun_succeeded: if False (default) a new try of a task whose job already SUCCEEDED reuses that job's
         result; set True (for example from a ``force`` param) to submit it again.
     :param terminate_on_kill: terminate the job when the task is killed or marked failed.
+    :param reused_from: URI of earlier results the job uses instead of computing them (a GWAS run's step 1
+        predictions), recorded in its job_runs row beside the job definition. Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -74,6 +76,7 @@ class BatchJobOperator(BaseOperator):
         "environment",
         "tags",
         "rerun_succeeded",
+        "reused_from",
     )
     ui_color = "#f3e5d0"
 
@@ -97,6 +100,7 @@ class BatchJobOperator(BaseOperator):
         tags: dict[str, str] | None = None,
         rerun_succeeded: bool | str = False,
         terminate_on_kill: bool = True,
+        reused_from: str = "",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SUBMIT_POOL)
@@ -118,6 +122,7 @@ class BatchJobOperator(BaseOperator):
         self.tags = tags or {}
         self.rerun_succeeded = rerun_succeeded
         self.terminate_on_kill = terminate_on_kill
+        self.reused_from = reused_from
         self.job_id: str | None = None
         # What does not depend on templates is checked now, so a wrong DAG fails at parse time.
         self._validate_static()
@@ -378,12 +383,13 @@ class BatchJobOperator(BaseOperator):
                              self.project)
         capacity = settings.capacity_type(settings.resolve_queue(self.job_queue))
         header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
-                 "capacity_type\tinstance_type\tcontainer_reason\n"
+                 "capacity_type\tinstance_type\tcontainer_reason\tjob_definition\treused_from\n"
 
         def stage(row: dict[str, Any]) -> None:
             values = [row["job_id"], self.step, row["status"], row["attempts"], row.get("started_at"),
                       row.get("stopped_at"), self.vcpus, self.memory_mib, self.job_queue or settings.job_queue,
-                      capacity, None, " ".join((row.get("container_reason") or "").split()) or None]
+                      capacity, None, " ".join((row.get("container_reason") or "").split()) or None,
+                      self.job_definition, self.reused_from or None]
             line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
             name = f"{self.step}-{_safe(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
             write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")

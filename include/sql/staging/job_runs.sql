@@ -12,5 +12,7 @@
   job_queue string,
   capacity_type string,
   instance_type string,
-  container_reason string
+  container_reason string,
+  job_definition string,
+  reused_from string
 {% endblock %}
