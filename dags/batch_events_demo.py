@@ -23,7 +23,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, chain, cross_downstream, dag, task
 
-from batch_jobs.request import SAMPLE_ID
+from genomics_steps.names import LABEL, SAMPLE_ID, bad_items, problems_in
 from operators.batch_job import BatchJobOperator
 from operators.publish import PublishTableOperator
 from sensors.batch_job import BatchJobSensor
@@ -40,28 +40,36 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats", "--pipeline-version", "
     doc_md=__doc__,
     default_args={"owner": "platform", "retries": 1},
     params={
-        "project": Param("demo", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        "project": Param("demo", type="string", pattern=LABEL.schema(),
                          description="Project, used in tags and lake paths."),
         "samples": Param(
             ["S001", "S002", "S003", "S004"],
             type="array",
-            items={"type": "string", "pattern": SAMPLE_ID.pattern},
+            items={"type": "string", "pattern": SAMPLE_ID.schema()},
             minItems=2,
             maxItems=1000,
             uniqueItems=True,
             description="Sample ids.",
         ),
-        "pipeline_version": Param("1.0", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        "pipeline_version": Param("1.0", type="string", pattern=LABEL.schema(),
                                    description="Version the published rows are labelled with."),
         "reads": Param(2000, type="integer", minimum=10, maximum=1_000_000, description="Reads simulated per sample."),
-        "fail_sample": Param(None, type=["null", "string"],
+        "fail_sample": Param(None, type=["null", "string"], pattern=SAMPLE_ID.schema(optional=True),
                              description="Make this sample's job fail (to see failure reports)."),
     },
 )
 def batch_events_demo():
     @task
     def sample_list(params=None) -> list[str]:
-        """Params are validated by their schema before the run starts; hand the samples to the fan-outs."""
+        """Check the run config again (the schema is the first check) and hand the samples to the fan-outs."""
+        problems = problems_in([(LABEL, "project", params["project"]),
+                                (LABEL, "pipeline_version", params["pipeline_version"])])
+        if params.get("fail_sample"):
+            problems += problems_in([(SAMPLE_ID, "fail_sample", params["fail_sample"])])
+        if bad := bad_items(SAMPLE_ID, "samples", params["samples"]):
+            problems.append(bad)
+        if problems:
+            raise ValueError("run config refused:\n - " + "\n - ".join(problems))
         return list(params["samples"])
 
     samples = sample_list()

@@ -7,7 +7,8 @@ anything is created. Then:
 1. **fsx_create** (setup): an FSx for Lustre file system for this run (SCRATCH_2 by default, Lustre 2.15),
    its input folders linked from S3 and `/output` linked to `results/regenie_gwas/<version>/project=<p>/`;
    waits deferred until it is usable.
-2. **step1**: one job; regenie's whole-genome model (plink2 has none) and the step-2 chunk plan.
+2. **step1**: one job; regenie's whole-genome model (plink2 has none; `step1_predictions` reuses an earlier
+   one) and the step-2 chunk plan. All jobs use the job definition `regenie_image` names.
 3. **step2**: one Batch array job, a child per chunk of at most `variants_per_job` variants of one chromosome;
    every child reads the genotypes and step 1's predictions from the shared file system.
 4. **merge**: one table per trait, the top hits, rows staged for `gwas_associations`.
@@ -16,7 +17,8 @@ anything is created. Then:
    `fsx_sweeper` deletes what a teardown could not.
 
 Locally the file system is a directory under `.local-platform/fsx/` with the same lifecycle, and the engine
-is plink2 `--glm` (Debian package); on AWS regenie runs in the `docker/gwas` image.
+is the regenie on PATH if there is one, else plink2 `--glm` (Debian package); on AWS regenie runs in the
+`docker/gwas` image.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from operators.publish import PublishTableOperator
 FSX = "{{ ti.xcom_pull(task_ids='fsx_create') | tojson }}"
 
 
-def _gwas_job(step: str, command, **kwargs) -> BatchJobOperator:
+def _gwas_job(step: str, command, job_definition, **kwargs) -> BatchJobOperator:
     return BatchJobOperator(task_id=step, step=step, project="{{ params.project }}", pipeline="regenie_gwas",
-                            job_definition="genomics-gwas", command=command, environment={"GENOMICS_FSX": FSX},
+                            job_definition=job_definition, command=command, environment={"GENOMICS_FSX": FSX},
                             timeout_seconds=kwargs.pop("timeout_seconds", 6 * 3600), **kwargs)
 
 
@@ -63,13 +65,14 @@ def regenie_gwas():
 
         from genomics_steps.layout import chunk_plan_uri
         from hooks import lake
-        from batch_jobs.request import SAMPLE_ID
+        from batch_model import MAX_ARRAY_SIZE
+        from genomics_steps.names import SAMPLE_ID
         from platform_settings import PlatformSettings
 
         settings = PlatformSettings.resolve()
         uri = chunk_plan_uri(settings.lake_root, dag_run.dag_id, dag_run.run_id, fsx["file_system_id"])
         ids = [c["id"] for c in json.loads(lake.read_head(settings, uri, 64 * 1024 * 1024))["chunks"]]
-        if len(ids) > 10_000 or not all(SAMPLE_ID.match(i) for i in ids):
+        if len(ids) > MAX_ARRAY_SIZE or not all(SAMPLE_ID.ok(i) for i in ids):
             raise ValueError(f"{len(ids)} chunks: an array job takes at most 10,000; raise variants_per_job")
         return ids
 
@@ -81,10 +84,13 @@ def regenie_gwas():
     fsx = FsxCreateOperator(task_id="fsx_create", project="{{ params.project }}", inputs=planned["fsx_inputs"],
                             output_folder=planned["results"], deployment_type="{{ params.fsx_deployment_type }}",
                             capacity_gib="{{ params.fsx_capacity_gib }}", throughput="{{ params.fsx_throughput }}")
-    step1 = _gwas_job("step1", planned["step1_command"], vcpus=2, memory_mib=4096)
+    definition = planned["job_definition"]  # the regenie_image Param, checked by plan
+    step1 = _gwas_job("step1", planned["step1_command"], definition, vcpus=2, memory_mib=4096,
+                      reused_from=planned["step1_predictions"])
     chunk_ids = chunks(fsx.output)
-    step2 = _gwas_job("step2", planned["step2_command"], samples=chunk_ids, vcpus=2, memory_mib=4096)
-    merge = _gwas_job("merge", planned["merge_command"], vcpus=1, memory_mib=2048)
+    step2 = _gwas_job("step2", planned["step2_command"], definition, samples=chunk_ids, vcpus=2, memory_mib=4096,
+                      reused_from=planned["step1_predictions"])
+    merge = _gwas_job("merge", planned["merge_command"], definition, vcpus=1, memory_mib=2048)
     export = FsxExportOperator(task_id="fsx_export", paths=["output"],
                                file_system_id="{{ ti.xcom_pull(task_ids='fsx_create')['file_system_id'] }}")
     delete = FsxDeleteOperator(task_id="fsx_delete")

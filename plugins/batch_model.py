@@ -38,6 +38,11 @@ DEFAULT_RETRY_ATTEMPTS = 3
 # Exit code of a step whose host lacks what the job needs from it (the run's FSx file system not mounted yet):
 # the next attempt gets a new container, which sees the host's mounts as they are then.
 HOST_NOT_READY_EXIT_CODE = 69
+# Batch's container reason for an attempt the kernel killed at its memory limit. Real events carry it only in
+# ``container.reason`` and ``attempts[-1].container.reason``: ``statusReason`` then says "Essential container in
+# task exited" and the exit code is whatever the process got (24 in a captured event, not always 137).
+OOM_REASON_PREFIX = "OutOfMemoryError"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 # Retry what the infrastructure did to the job (a Spot reclaim shows as "Host EC2 (instance ...) terminated.",
 # a host not ready), exit on everything else: a job matching no rule would be retried, so the catch-all EXIT
 # comes last.
@@ -78,6 +83,7 @@ class JobState:
     array_size: int | None = None
     status_summary: dict[str, int] = field(default_factory=dict)
     attempt_reasons: list[str] = field(default_factory=list)
+    container_reason: str = ""  # the last attempt's container.reason: an OOM kill shows only here
     source: str = "event"  # event | reconcile | submit
 
     @property
@@ -90,6 +96,11 @@ class JobState:
         if self.terminal:
             return TERMINAL_ORDER
         return self.attempts * 10 + STATUS_RANK.get(self.status, 0)
+
+    @property
+    def out_of_memory(self) -> bool:
+        """The last attempt was killed for exceeding its memory, whatever its exit code and status reason."""
+        return self.container_reason.startswith(OOM_REASON_PREFIX)
 
     @property
     def parent_id(self) -> str:
@@ -113,10 +124,12 @@ class JobState:
         container = detail.get("container") or {}
         exit_code = container.get("exitCode")
         log_stream = container.get("logStreamName") or ""
+        container_reason = container.get("reason") or ""
         if attempts:
             last = attempts[-1].get("container") or {}
             exit_code = last.get("exitCode", exit_code)
             log_stream = last.get("logStreamName") or log_stream
+            container_reason = last.get("reason") or container_reason
         array = detail.get("arrayProperties") or {}
         return cls(
             job_id=detail["jobId"],
@@ -133,6 +146,7 @@ class JobState:
             array_size=array.get("size"),
             status_summary=dict(array.get("statusSummary") or {}),
             attempt_reasons=[a.get("statusReason", "") for a in attempts],
+            container_reason=container_reason,
             source=source,
         )
 
@@ -145,6 +159,8 @@ class JobState:
             "status_reason": self.status_reason,
             "attempts": self.attempts,
             "exit_code": self.exit_code,
+            "container_reason": self.container_reason,
+            "out_of_memory": self.out_of_memory,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "log_stream": self.log_stream,
@@ -163,7 +179,10 @@ def completion_event(states: list[JobState]) -> dict[str, Any]:
     return {
         "status": "failed" if failed else "success",
         "jobs": [s.summary() for s in states],
-        "message": "; ".join(f"{s.job_id}: {s.status_reason}" for s in failed),
+        "message": "; ".join(
+            f"{s.job_id}: {s.status_reason}" + (f" ({s.container_reason})" if s.container_reason else "")
+            for s in failed
+        ),
     }
 
 

@@ -5,8 +5,12 @@ A run covers the whole UTC days of its data interval. Everything it does is keye
 the registry's conditional transitions, so running a day again (a retry, a rerun, a backfill) registers,
 downloads and QCs nothing twice and never undoes a review:
 
-    search     series published in the window, their samples and SRA runs (E-utilities)
-    register   new paired-end samples -> discovered; each sample's record (runs, series) for its jobs
+    search     series published in the window, their samples and SRA runs (E-utilities); series earlier runs
+               could not resolve are looked up again with them
+    register   new paired-end samples -> discovered; each sample's record (runs, series) for its jobs; a
+               sequencing series none of whose samples has a public SRA run -> unresolved (with the reason)
+               in the registry, looked up again by later runs; a run whose series all resolved to nothing
+               warns, and fails if one of them had samples
     plan       samples not yet QC'd -> downloading; units of up to ARRAY_CHUNK samples for array jobs
     outcomes   download done -> downloaded; QC verdict -> qc_passed / qc_failed; which series to report on
                and which to put to a reviewer (those with samples that passed QC and await review)
@@ -19,13 +23,13 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from hooks.eutils import GSE, GSM, check_query
+from genomics_steps.names import ARRAY_CHUNK, GSE, GSM, LABEL, problems_in
+from hooks.eutils import GeoSeries, check_query
 from hooks.sample_registry import SampleRegistry
-from pipeline_plan import LABEL
 
-ARRAY_CHUNK = 500
 DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Type] AND "Homo sapiens"[Organism]'
 MAX_SERIES = 2000
+MAX_LOOKUPS = 30  # runs that look an unresolved series up again; then it waits for a person (registry record)
 UNDECIDED = ("discovered", "downloading", "downloaded")
 
 
@@ -37,7 +41,7 @@ def ingestion_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     return {
-        "project": Param("geo", type="string", pattern=LABEL.pattern, title="Project",
+        "project": Param("geo", type="string", pattern=LABEL.schema(), title="Project",
                          description="Registry project and lake folder (raw/<project>/) the samples go to."),
         "query": Param(DEFAULT_QUERY, type="string", minLength=1, maxLength=500, title="GEO search term",
                        description="Entrez term for GEO DataSets; the run adds its date window and "
@@ -49,7 +53,7 @@ def ingestion_params() -> dict[str, Any]:
                                        "production (millions for RNA-seq)."),
         "min_q30_rate": Param(0.8, type="number", minimum=0, maximum=1, title="QC: minimum Q30 rate",
                               description="Fraction of bases at Q30 or better; lower fails QC."),
-        "pipeline_version": Param("1.0", type="string", pattern=LABEL.pattern, title="Ingestion version",
+        "pipeline_version": Param("1.0", type="string", pattern=LABEL.schema(), title="Ingestion version",
                                   description="Download and QC outputs are keyed by it."),
     }
 
@@ -71,9 +75,7 @@ def window(start: datetime | None, end: datetime | None) -> tuple[date, date]:
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
     """Everything the tasks use from the run config, checked (the trigger form checks the same schemas)."""
     problems = []
-    for name in ("project", "pipeline_version"):
-        if not (isinstance(params.get(name), str) and LABEL.match(params[name])):
-            problems.append(f"{name} {params.get(name)!r} must match {LABEL.pattern}")
+    problems += problems_in([(LABEL, name, params.get(name)) for name in ("project", "pipeline_version")])
     try:
         check_query(params.get("query"))
     except ValueError as exc:
@@ -89,19 +91,55 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
+def retry_series(registry: SampleRegistry, project: str) -> tuple[list[GeoSeries], list[str]]:
+    """The unresolved series of earlier runs to look up again (fewer than MAX_LOOKUPS tries so far), and every
+    unresolved series' accession (a series that resolves now has its record removed)."""
+    records = registry.unresolved_series(project)
+    retry = [GeoSeries.from_dict(r["record"]) for r in records if r["attempts"] < MAX_LOOKUPS]
+    return retry, [r["series"] for r in records]
+
+
+def _why_unresolved(series: GeoSeries) -> str:
+    return (f"none of its {len(series.samples)} sample(s) named by an SRA experiment with a public run "
+            f"(looked up by {' OR '.join(series.sra_terms())})")
+
+
 def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]],
-             write_record: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
-    """Register the window's paired-end samples (new ones as discovered; known ones untouched) and write each
-    sample's record for its jobs. Returns the samples by series and what was skipped, and why."""
+             write_record: Callable[[str, dict[str, Any]], None], *, retried: list[str] = (),
+             unresolved_before: list[str] = ()) -> dict[str, Any]:
+    """Register the paired-end samples (new ones as discovered; known ones untouched) and write each sample's
+    record for its jobs; record a sequencing series none of whose samples resolved to a public SRA run as
+    unresolved (and forget a series of ``unresolved_before`` that resolved now). ``retried``: the series of
+    ``series`` that earlier runs found (not this run's window). Returns the samples by series, what was
+    skipped and why, the unresolved series, and the run's ``warning`` and ``failure``: when every series the
+    window found resolved to nothing, a warning, and a failure if one of them had samples."""
     by_series: dict[str, list[str]] = {}
     skipped: list[str] = []
+    unresolved: dict[str, str] = {}
+    not_looked_up: dict[str, str] = {}
+    resolved_in_window: list[str] = []
     new = 0
     for s in series:
-        if not GSE.match(s["gse"]):
+        if not GSE.ok(s["gse"]):
             continue
+        found = GeoSeries.from_dict(s)
+        if not found.sequencing:
+            not_looked_up[s["gse"]] = f"not sequencing ({found.series_type or 'no series type'}): no SRA runs"
+            continue
+        if not found.samples:
+            not_looked_up[s["gse"]] = "GEO lists no samples for it"
+            continue
+        if not any(sample["runs"] for sample in s["samples"]):
+            unresolved[s["gse"]] = _why_unresolved(found)
+            registry.unresolved(project, s["gse"], unresolved[s["gse"]], s)
+            continue
+        if s["gse"] not in retried:
+            resolved_in_window.append(s["gse"])
+        if s["gse"] in unresolved_before:
+            registry.resolved(project, s["gse"])
         kept = []
         for sample in s["samples"]:
-            if not GSM.match(sample["gsm"]):
+            if not GSM.ok(sample["gsm"]):
                 continue
             if sample["layout"] != "PAIRED" or not sample["runs"]:
                 skipped.append(f"{sample['gsm']} ({s['gse']}): "
@@ -117,7 +155,19 @@ def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]
             kept.append(sample["gsm"])
         if kept:
             by_series[s["gse"]] = kept
-    return {"by_series": by_series, "skipped": skipped, "new": new}
+    window = [s["gse"] for s in series if GSE.ok(s["gse"]) and s["gse"] not in retried]
+    warning = failure = None
+    if window and not resolved_in_window:
+        reasons = {**not_looked_up, **unresolved}
+        warning = (f"none of the {len(window)} series this run found resolved to an SRA run: "
+                   + "; ".join(f"{gse}: {reasons[gse]}" for gse in window if gse in reasons))
+        had_samples = [gse for gse in window if gse in unresolved]
+        if had_samples:
+            failure = (f"{len(had_samples)} series had samples but none resolved to a public SRA run: "
+                       + ", ".join(had_samples) + ". They are recorded in the sample registry as unresolved "
+                       "(with the reason) and looked up again by the next runs.")
+    return {"by_series": by_series, "skipped": skipped, "new": new, "unresolved": unresolved,
+            "not_looked_up": not_looked_up, "warning": warning, "failure": failure}
 
 
 def plan_work(registry: SampleRegistry, project: str, by_series: dict[str, list[str]]) -> dict[str, Any]:

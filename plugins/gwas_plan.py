@@ -4,8 +4,11 @@ created or any job submitted.
 - Inputs: a PLINK 1 fileset (``<genotypes>.bed/.bim/.fam``), a phenotype file (FID IID trait...) and an
   optional covariate file; empty values mean the project's files under ``<lake>/raw/<project>/gwas/``. One
   listing per input folder finds them; the phenotype file's header line (one ranged read) gives the traits.
-- Engine: ``regenie`` (its image on AWS) or ``plink2 --glm`` (Debian package, what runs locally); ``auto``
-  picks regenie on AWS and plink2 locally. regenie on the local backend needs a regenie on this machine.
+- Engine: ``regenie`` (its image on AWS) or ``plink2 --glm`` (Debian package); ``auto`` picks regenie on AWS
+  and, on the local backend, regenie when one is on PATH (asked when the run is planned), else plink2.
+  ``regenie_image`` names the Batch job definition (and so the image and regenie version) of the run's jobs;
+  ``step1_predictions`` reuses a regenie step 1 model (a ``_pred.list`` with its LOCO files beside it, linked
+  to the file system like the other inputs) instead of fitting it again.
 - File system: the folders of the inputs are linked to the run's FSx file system (read once from S3, shared
   by every job), and its ``/output`` to ``results/regenie_gwas/<version>/project=<p>/``, where the export
   puts the results. Overlapping links are refused, as FSx refuses them.
@@ -13,28 +16,33 @@ created or any job submitted.
 
 from __future__ import annotations
 
-import re
 import shutil
 from typing import Any, Callable
 
 from genomics_steps import layout
 from genomics_steps.gwas import ENGINES, PIPELINE
+from genomics_steps.names import FILE_URI, LABEL, bad_items, problems_in
 
 from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
-from pipeline_plan import LABEL, RunConfigError
+from pipeline_plan import RunConfigError
 
-FILE_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)+$")
 TRAIT_TYPES = ("quantitative", "binary")
 MAX_TRAITS = 1000
 MAX_LINKS = 8  # data repository associations per file system
 NO_COVARIATES = "none"
+# The Batch job definition of the GWAS jobs (name, or name:revision): Batch cannot override a job's image, so
+# the regenie version of a run is chosen by the job definition whose image carries it.
+JOB_DEFINITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}(:[1-9][0-9]{0,8})?")  # used with fullmatch
+DEFAULT_JOB_DEFINITION = "genomics-gwas"
+PREDICTIONS_SUFFIX = "_pred.list"
+MAX_PREDICTIONS_BYTES = 1 << 20
 OPTIONAL_STRING = ["null", "string"]
 
 
 def gwas_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
-    label, uri = LABEL.pattern, r"^$|" + FILE_URI.pattern
+    label, uri = LABEL.schema(), FILE_URI.schema(optional=True)
     # "null" in the type lets the trigger form leave a field empty (the field is required otherwise).
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
@@ -45,7 +53,8 @@ def gwas_params() -> dict[str, Any]:
         "phenotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Phenotypes",
                             description="URI of a tab-separated file FID IID <trait>...; empty: "
                                         "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
-        "covariates": Param(None, type=OPTIONAL_STRING, pattern=r"^none$|" + uri, title="Covariates",
+        "covariates": Param(None, type=OPTIONAL_STRING, title="Covariates",
+                            pattern=FILE_URI.schema(optional=True, alternatives=(NO_COVARIATES,)),
                             description='URI of a file FID IID <covariate>...; empty: '
                                         'raw/<project>/gwas/covariates.tsv; "none": no covariates.'),
         "traits": Param([], type="array", items={"type": "string", "pattern": label}, maxItems=MAX_TRAITS,
@@ -60,7 +69,18 @@ def gwas_params() -> dict[str, Any]:
                                               "variants, each within one chromosome."),
         "engine": Param("auto", type="string", enum=["auto", *ENGINES], title="Association engine",
                         description="regenie, or plink2 --glm (Debian package, runs locally); auto: regenie on "
-                                    "AWS, plink2 on the local backend."),
+                                    "AWS, and locally regenie when one is on PATH, else plink2."),
+        "regenie_image": Param(DEFAULT_JOB_DEFINITION, type="string", pattern=f"^{JOB_DEFINITION.pattern}$",
+                               title="GWAS job definition",
+                               description="Batch job definition (name or name:revision) of the GWAS jobs: its "
+                                           "image's regenie is the version the run uses. Ignored locally, where "
+                                           "the regenie on PATH runs."),
+        "step1_predictions": Param(None, type=OPTIONAL_STRING, pattern=r"^$|" + FILE_URI.pattern,
+                                   title="Step 1 predictions",
+                                   description="URI of a regenie step 1 <prefix>_pred.list whose LOCO files are "
+                                               "beside it (an earlier run's results/.../step1/fit_pred.list "
+                                               "copied out of that run's results): step 1's model is not fitted "
+                                               "again, step 2 uses these. Its traits must be this run's traits."),
         "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version"),
         "fsx_deployment_type": Param("SCRATCH_2", type="string", enum=list(DEPLOYMENT_TYPES),
                                      title="FSx deployment type"),
@@ -75,14 +95,35 @@ def _folder(uri: str) -> str:
     return uri.rsplit("/", 1)[0] + "/"
 
 
+def _prediction_files(uri: str, text: bytes, problems: list[str]) -> dict[str, str]:
+    """trait -> URI of its LOCO file, from a regenie _pred.list (lines "<trait> <path>"). The paths in it are
+    where step 1 wrote them; the files are looked for beside the list, by name."""
+    if len(text) >= MAX_PREDICTIONS_BYTES:
+        problems.append(f"step1_predictions {uri} is larger than {MAX_PREDICTIONS_BYTES} bytes: not a _pred.list")
+        return {}
+    files: dict[str, str] = {}
+    for n, line in enumerate(text.decode(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        name = fields[-1].rsplit("/", 1)[-1] if len(fields) == 2 else ""
+        if not (LABEL.fullmatch(fields[0]) and re.fullmatch(r"[A-Za-z0-9_.=+-]+\.loco(\.gz)?", name)):
+            problems.append(f"step1_predictions {uri} line {n} is not '<trait> <path>.loco': {line[:200]!r}")
+            return {}
+        if fields[0] in files:
+            problems.append(f"step1_predictions {uri} lists trait {fields[0]} twice")
+        files[fields[0]] = _folder(uri) + name
+    if not files:
+        problems.append(f"step1_predictions {uri} lists no trait")
+    return files
+
+
 def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_files: Callable[[str], list[str]],
               read_head: Callable[[str], bytes], regenie_here: bool) -> dict[str, Any]:
     """Check ``params`` and plan the run, or raise RunConfigError listing every problem."""
     problems: list[str] = []
     project, version = params.get("project"), params.get("pipeline_version")
-    for name, value in (("project", project), ("pipeline_version", version)):
-        if not (isinstance(value, str) and LABEL.match(value)):
-            problems.append(f"{name} {value!r} must match {LABEL.pattern}")
+    problems += problems_in([(LABEL, "project", project), (LABEL, "pipeline_version", version)])
     if problems:
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
     default = layout.gwas_input_prefix(lake_root, project)
@@ -92,13 +133,16 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     for name, value in uris.items():
         if name == "covariates" and value == NO_COVARIATES:
             continue
-        if not (isinstance(value, str) and FILE_URI.match(value)):
-            problems.append(f"{name} {value!r} must be an s3:// or file:// URI of a file")
+        if not FILE_URI.ok(value):
+            problems.append(FILE_URI.problem(name, value))
         elif backend == "aws" and not value.startswith("s3://"):
             problems.append(f"{name} {value!r} is a local path; on AWS the inputs are S3 objects linked to FSx")
     traits = params.get("traits") or []
-    if not isinstance(traits, list) or not all(isinstance(t, str) and LABEL.match(t) for t in traits):
-        problems.append(f"traits must be a list of names matching {LABEL.pattern}, got {traits!r}")
+    if not isinstance(traits, list):
+        problems.append(f"traits must be a list of phenotype column names, got {traits!r}")
+        traits = []
+    elif bad := bad_items(LABEL, "traits", traits):
+        problems.append(bad)
         traits = []
     elif len(set(traits)) != len(traits):
         problems.append("traits contains duplicates")
@@ -111,12 +155,26 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
             problems.append(f"{name} must be an integer from {low} to {high}, got {value!r}")
     engine = params.get("engine", "auto")
     if engine == "auto":
-        engine = "regenie" if backend == "aws" else "plink2"
+        engine = "regenie" if backend == "aws" or regenie_here else "plink2"
     if engine not in ENGINES:
         problems.append(f"engine {engine!r} must be auto or one of {ENGINES}")
     elif engine == "regenie" and backend == "local" and not regenie_here:
         problems.append("engine regenie: regenie is not installed on this machine (Debian does not package it); "
                         "use engine plink2 here, or regenie on AWS Batch with the docker/gwas image")
+    job_definition = params.get("regenie_image") or DEFAULT_JOB_DEFINITION
+    if not (isinstance(job_definition, str) and JOB_DEFINITION.fullmatch(job_definition)):
+        problems.append(f"regenie_image {job_definition!r} must be a Batch job definition name or name:revision "
+                        f"({JOB_DEFINITION.pattern})")
+    predictions = params.get("step1_predictions") or ""
+    if predictions:
+        if not (isinstance(predictions, str) and FILE_URI.fullmatch(predictions)
+                and predictions.endswith(PREDICTIONS_SUFFIX)):
+            problems.append(f"step1_predictions {predictions!r} must be an s3:// or file:// URI of a regenie "
+                            f"<prefix>{PREDICTIONS_SUFFIX}")
+        elif backend == "aws" and not predictions.startswith("s3://"):
+            problems.append(f"step1_predictions {predictions!r} is a local path; on AWS it is linked to FSx from S3")
+        if engine == "plink2":
+            problems.append("step1_predictions are regenie's step 1 model: they need engine regenie, not plink2")
     deployment = params.get("fsx_deployment_type", "SCRATCH_2")
     if deployment not in DEPLOYMENT_TYPES:
         problems.append(f"fsx_deployment_type {deployment!r} must be one of {DEPLOYMENT_TYPES}")
@@ -131,12 +189,20 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     wanted = {f"{uris['genotypes']}.{ext}" for ext in ("bed", "bim", "fam")} | {uris["phenotypes"]}
     if uris["covariates"] != NO_COVARIATES:
         wanted.add(uris["covariates"])
+    if predictions:
+        wanted.add(predictions)
     folders = sorted({_folder(u) for u in wanted})
     present = {folder + path for folder in folders for path in list_files(folder)}
     missing = sorted(wanted - present)
     if missing:
         problems.append(f"missing input file(s): {missing}")
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
+    predicted: dict[str, str] = {}
+    if predictions:
+        predicted = _prediction_files(predictions, read_head(predictions, MAX_PREDICTIONS_BYTES), problems)
+        absent = sorted(set(predicted.values()) - present)
+        if absent:
+            problems.append(f"step1_predictions {predictions} names LOCO file(s) that are not beside it: {absent[:10]}")
     header = read_head(uris["phenotypes"]).decode(errors="replace").split("\n", 1)[0].split()
     if header[:2] != ["FID", "IID"] or len(header) < 3:
         problems.append(f"{uris['phenotypes']} must start with a header line FID IID <trait>..., got {header[:5]}")
@@ -146,12 +212,15 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
         if unknown:
             problems.append(f"trait(s) {unknown} are not columns of {uris['phenotypes']} ({columns[:20]})")
         traits = traits or columns
-        bad = [t for t in traits if not LABEL.match(t)]
+        bad = [t for t in traits if not LABEL.ok(t)]
         if bad:
-            problems.append(f"phenotype column(s) {bad[:5]} are not usable names ({LABEL.pattern}): "
+            problems.append(f"phenotype column(s) {bad[:5]!r} are not usable names ({LABEL.description}): "
                             "rename them or list the traits to test")
         if len(traits) > MAX_TRAITS:
             problems.append(f"at most {MAX_TRAITS} traits per run, the file has {len(traits)}")
+        if predicted and sorted(predicted) != sorted(traits):
+            problems.append(f"step1_predictions {predictions} has the traits {sorted(predicted)[:20]}, this run "
+                            f"tests {sorted(traits)[:20]}: they must be the same")
     results = layout.results_prefix(lake_root, PIPELINE, version, project)
     inputs = [f for f in folders if not any(f != g and f.startswith(g) for g in folders)]  # nested: the outer
     overlapping = [f for f in inputs if f.startswith(results) or results.startswith(f)]
@@ -166,11 +235,15 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
             "--covariates", uris["covariates"], "--traits", ",".join(traits), "--trait-type", trait_type,
             "--block-size", str(params["block_size"]), "--variants-per-job", str(params["variants_per_job"]),
             "--pipeline-version", version]
+    if predictions:
+        args += ["--step1-predictions", predictions]
     command = ["python3", "-m", "genomics_steps.gwas"]
     return {
         "project": project,
         "traits": traits,
         "engine": engine,
+        "job_definition": job_definition,
+        "step1_predictions": predictions,
         "inputs": uris,
         "fsx_inputs": inputs,
         "results": results,
@@ -186,8 +259,9 @@ def plan_for_airflow(params: dict[str, Any]) -> dict[str, Any]:
     settings = PlatformSettings.resolve()
     plan = plan_gwas(dict(params), lake_root=settings.lake_root, backend=settings.backend,
                      list_files=lambda prefix: lake.list_files(settings, prefix),
-                     read_head=lambda uri: lake.read_head(settings, uri),
+                     read_head=lambda uri, max_bytes=65536: lake.read_head(settings, uri, max_bytes),
                      regenie_here=shutil.which("regenie") is not None)
-    print(f"regenie_gwas: {len(plan['traits'])} trait(s) {plan['traits'][:10]} with {plan['engine']}; inputs "
+    print(f"regenie_gwas: {len(plan['traits'])} trait(s) {plan['traits'][:10]} with {plan['engine']} (job "
+          f"definition {plan['job_definition']}, step 1 predictions {plan['step1_predictions'] or 'fitted'}); inputs "
           f"{plan['inputs']}; FSx links {plan['fsx_inputs']} and /output -> {plan['results']}")
     return plan

@@ -1,7 +1,8 @@
 """Job facts: the rows of the ``job_runs`` table, one per Batch job (one per array child), staged for publishing.
 
-The facts are what the job-state store recorded from Batch's events (status, attempts, start and stop times)
-and what the job asked for (vCPUs, memory, queue). They are staged when a job's outcome is known, under the
+The facts are what the job-state store recorded from Batch's events (status, attempts, start and stop times,
+the container reason that tells an out-of-memory kill) and what the job asked for (vCPUs, memory, queue, job
+definition, earlier results it reused). They are staged when a job's outcome is known, under the
 DAG run's scope, one file per job, for ``PublishTableOperator(table="job_runs")`` to publish with the results.
 Staging them is reporting: it never fails a job that succeeded (see ``stage_quietly``).
 
@@ -19,7 +20,7 @@ from batch_jobs.request import JobSpec, safe_name
 from platform_settings import PlatformSettings
 
 COLUMNS = ("job_id", "step", "status", "attempts", "started_ms", "stopped_ms", "vcpus", "memory_mib", "job_queue",
-           "capacity_type", "instance_type")
+           "capacity_type", "instance_type", "container_reason", "job_definition", "reused_from")
 
 
 def rows(summary: dict[str, Any], spec: JobSpec) -> list[dict[str, Any]]:
@@ -39,7 +40,9 @@ def stage(settings: PlatformSettings, run_id: str, spec: JobSpec, summary: dict[
 
     def one(row: dict[str, Any]) -> None:
         values = [row["job_id"], spec.step, row["status"], row["attempts"], row.get("started_at"),
-                  row.get("stopped_at"), spec.vcpus, spec.memory_mib, spec.queue_name, capacity, None]
+                  row.get("stopped_at"), spec.vcpus, spec.memory_mib, spec.queue_name, capacity, None,
+                  " ".join((row.get("container_reason") or "").split()) or None, spec.job_definition,
+                  spec.reused_from or None]
         line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
         name = f"{spec.step}-{safe_name(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
         write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")

@@ -21,17 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from genomics_steps import layout
-
-from hooks.sql_render import LOCATION
-from batch_jobs.request import SAMPLE_ID, STEP_ID
+from genomics_steps.names import ARRAY_CHUNK, LABEL, LOCATION, SAMPLE_ID, bad_items, problems_in
 
 ALL_APPROVED = "all approved"
 FAN_OUT_MODES = ("auto", "mapped", "array")
 AUTO_MAPPED_MAX = 100
-ARRAY_CHUNK = 500
 MAX_SAMPLES = 10_000
-LABEL = STEP_ID  # project, reference, version: the rule BatchJobOperator applies to project and pipeline
-INPUT_URI = LOCATION  # an s3:// or file:// prefix ending in '/', as publishing accepts for locations
 
 
 @dataclass(frozen=True)
@@ -50,7 +45,7 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
     """The Params both pipeline DAGs take; the trigger form validates them against these schemas."""
     from airflow.sdk import Param
 
-    label = LABEL.pattern
+    label = LABEL.schema()
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
                          description="Project the samples belong to (tags, lake paths, table partitions)."),
@@ -60,7 +55,7 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
             description=f'A list of sample ids, or "{ALL_APPROVED}" for every approved sample of the project '
                         "in the sample registry.",
             anyOf=[
-                {"type": "array", "items": {"type": "string", "pattern": SAMPLE_ID.pattern}, "minItems": 1,
+                {"type": "array", "items": {"type": "string", "pattern": SAMPLE_ID.schema()}, "minItems": 1,
                  "maxItems": MAX_SAMPLES, "uniqueItems": True},
                 {"type": "string", "enum": [ALL_APPROVED]},
             ],
@@ -76,7 +71,8 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
                          description=f"mapped: one Batch job per sample; array: Batch array jobs of up to "
                                      f"{ARRAY_CHUNK} samples; auto: mapped up to {AUTO_MAPPED_MAX} samples."),
         # Optional: "null" in the type is what lets the trigger form leave the field empty.
-        "input_uri": Param(None, type=["null", "string"], pattern=r"^$|" + INPUT_URI.pattern, title="Reads location",
+        "input_uri": Param(None, type=["null", "string"], pattern=LOCATION.schema(optional=True),
+                           title="Reads location",
                            description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
                                        "raw/<project>/."),
     }
@@ -95,9 +91,8 @@ def plan_run(
     """Check ``params`` and plan the run, or raise RunConfigError listing every problem."""
     problems: list[str] = []
     project, reference, version = params.get("project"), params.get("reference"), params.get("pipeline_version")
-    for name, value in (("project", project), ("reference", reference), ("pipeline_version", version)):
-        if not (isinstance(value, str) and LABEL.match(value)):
-            problems.append(f"{name} {value!r} must match {LABEL.pattern}")
+    problems += problems_in([(LABEL, "project", project), (LABEL, "reference", reference),
+                             (LABEL, "pipeline_version", version)])
     fan_out = params.get("fan_out", "auto")
     if fan_out not in FAN_OUT_MODES:
         problems.append(f"fan_out {fan_out!r} must be one of {FAN_OUT_MODES}")
@@ -105,9 +100,8 @@ def plan_run(
     if not isinstance(force, bool):
         problems.append(f"force must be true or false, got {force!r}")
     input_uri = params.get("input_uri") or ""
-    if input_uri and not (isinstance(input_uri, str) and INPUT_URI.match(input_uri)):
-        problems.append(f"input_uri {input_uri!r} must be an s3:// or file:// prefix ending in '/' "
-                        "(letters, digits, _ . = + - in path parts)")
+    if input_uri and not LOCATION.ok(input_uri):
+        problems.append(LOCATION.problem("input_uri", input_uri))
     elif input_uri.startswith("file://") and backend == "aws":
         problems.append(f"input_uri {input_uri!r} is a local path; Batch jobs on AWS read s3:// URIs")
     if problems:  # nothing below can be trusted
@@ -121,9 +115,9 @@ def plan_run(
     if not isinstance(samples, list) or not samples:
         problems.append(f'samples must be a non-empty list of sample ids or "{ALL_APPROVED}", got {samples!r}')
         samples = []
-    bad = [s for s in samples if not (isinstance(s, str) and SAMPLE_ID.match(s))]
+    bad = bad_items(SAMPLE_ID, "samples", samples)
     if bad:
-        problems.append(f"invalid sample id(s) {bad[:5]!r}: each must match {SAMPLE_ID.pattern}")
+        problems.append(bad)
     if len(set(map(str, samples))) != len(samples):
         problems.append("samples contains duplicates")
     if len(samples) > MAX_SAMPLES:

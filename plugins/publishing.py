@@ -31,7 +31,7 @@ from genomics_steps import layout
 
 from client_tokens import client_token
 from hooks.job_state import publish_record_key
-from hooks.sql_render import LABEL, Ident, Label, LabelList, Location, UnsafeSqlValue, render
+from hooks.sql_render import SQL_LABEL, Ident, Label, LabelList, Location, UnsafeSqlValue, render
 
 MAX_PARTITIONS_PER_STATEMENT = 100
 MAX_QUERY_BYTES = 262_144
@@ -112,7 +112,7 @@ class Publication:
         self.spec = TABLES[table]
         if not isinstance(units, (list, tuple)) or not units:
             raise PublishError(f"nothing to publish: units must be a non-empty list, got {units!r}")
-        bad = [u for u in units if not (isinstance(u, str) and LABEL.match(u))]
+        bad = [u for u in units if not SQL_LABEL.ok(u)]
         if bad:
             raise UnsafeSqlValue(f"invalid {self.spec.unit_column} value(s) {bad[:5]!r}: each must be a label "
                                  "(letters, digits, _ . -)")

@@ -87,6 +87,40 @@ def test_submitted_job_carries_tags_resources_retry_rules_and_a_deterministic_na
     assert job.name.startswith("germline-align-NA12878-") and job.name.endswith("-g0")
 
 
+def test_a_one_sample_unit_is_a_plain_job_named_and_tagged_after_its_sample(aws):
+    """A mapped unit is a list of one sample: its job must be findable in the Batch console by the sample id."""
+    op, context = make_op(samples=["NA12878"]), task_context()
+    submit(op, context)
+    job = next(iter(aws.sim.jobs.values()))
+    assert job.name.startswith("germline-align-NA12878-")
+    assert "arrayProperties" not in job.request and job.request["tags"]["sample"] == "NA12878"
+    assert op.samples == ["NA12878"] and op.sample is None, "the operator's arguments are not rewritten"
+
+
+def test_a_lake_error_while_staging_job_facts_does_not_fail_a_succeeded_job(aws, monkeypatch):
+    from hooks import lake
+
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+
+    def refused(*args, **kwargs):
+        raise PermissionError("AccessDenied: s3:PutObject")
+
+    monkeypatch.setattr(lake, "write_text", refused)
+    assert op.execute_complete(context, event)["status"] == "SUCCEEDED"
+
+
+def test_a_failed_job_fails_with_its_own_reason_when_its_facts_cannot_be_staged(aws, monkeypatch):
+    from hooks import lake
+
+    aws.sim.plan("NA12878", ["exit:3"])
+    op, context = make_op(sample="NA12878"), task_context()
+    _, event = run_to_completion(aws, op, context)
+    monkeypatch.setattr(lake, "write_text", lambda *a, **k: (_ for _ in ()).throw(OSError("lake down")))
+    with pytest.raises(AirflowException, match="exit code 3"):
+        op.execute_complete(context, event)
+
+
 def test_failure_raises_with_reason_exit_code_and_log_location(aws):
     aws.sim.plan("NA12878", ["exit:3"])
     op, context = make_op(sample="NA12878"), task_context()
@@ -98,6 +132,34 @@ def test_failure_raises_with_reason_exit_code_and_log_location(aws):
     assert "FAILED after 1 attempt(s): Essential container in task exited" in message
     assert "exit code 3" in message
     assert "CloudWatch Logs group /aws/batch/job, stream genomics-step/default/" in message
+
+
+def test_an_oom_kill_is_reported_as_out_of_memory_whatever_its_exit_code(aws):
+    aws.sim.plan("NA12878", ["oom:24"])
+    op, context = make_op(sample="NA12878", memory_mib=4096), task_context()
+    _, event = run_to_completion(aws, op, context)
+    assert event["jobs"][0]["out_of_memory"] is True
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, event)
+    message = str(err.value)
+    assert "container: OutOfMemoryError: Container killed due to memory usage" in message
+    assert "exit code 24 (out of memory: it exceeded its memory_mib=4096" in message
+
+
+def test_an_array_names_the_children_that_ran_out_of_memory(aws):
+    samples = ["S0", "S1", "S2"]
+    op, context = make_op(samples=samples, memory_mib=4096), task_context()
+    trigger = submit(op, context)
+    job = aws.sim.jobs[trigger.job_ids[0]]
+    job.children[1].outcomes = ["oom"]
+    job.children[2].outcomes = ["exit:137"]
+    aws.sim.run_until_done()
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(context, asyncio.run(first_event(trigger)))
+    lines = {line.split(":")[0].strip(): line for line in str(err.value).splitlines() if line.startswith("  S")}
+    assert "OutOfMemoryError: Container killed due to memory usage" in lines["S1"]
+    assert "(out of memory: it exceeded its memory_mib=4096" in lines["S1"]
+    assert "memory" not in lines["S2"] and "exit code 137 (" in lines["S2"]
 
 
 def test_spot_reclaim_is_retried_by_batch_and_the_task_succeeds(aws):
@@ -366,6 +428,11 @@ def test_killing_the_deferred_task_terminates_its_job(aws):
         (dict(command="bwa mem ref.fa | samtools"), "no shell string"),
         (dict(command=["bwa", 3]), "list of strings"),
         (dict(project="stoke team"), "project"),
+        (dict(project="stoke\n"), r"project 'stoke\\n' is not a name"),
+        (dict(pipeline="germline\r"), r"pipeline 'germline\\r' is not a name"),
+        (dict(sample="NA12878\n"), r"sample 'NA12878\\n' is not a sample id"),
+        (dict(samples=["S1", "S2\u2028"]), r"samples: invalid sample id\(s\) \['S2\\u2028'\]"),
+        (dict(environment={"THREADS\n": "4"}), "invalid or reserved"),
         (dict(environment={"AWS_BATCH_JOB_ID": "x"}), "reserved"),
         (dict(environment={"THREADS": 4}), "must be a string"),
         (dict(tags={"aws:owner": "x"}), "aws:"),
@@ -460,6 +527,20 @@ def test_the_sensor_defers_on_running_jobs_and_fails_naming_the_failed_one(aws):
     aws.sim.run_until_done()
     event = asyncio.run(first_event(deferred.value.trigger))
     with pytest.raises(AirflowException, match=f"{t2.job_ids[0]} .*exit code 9"):
+        sensor.execute_complete(task_context(task_id="wait"), event)
+
+
+def test_the_sensor_says_which_job_ran_out_of_memory(aws):
+    from sensors.batch_job import BatchJobSensor
+
+    aws.sim.plan("S1", ["oom:24"])
+    job_id = submit(make_op(sample="S1", task_id="a"), task_context(task_id="a")).job_ids[0]
+    sensor = BatchJobSensor(task_id="wait", job_ids=job_id)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(task_id="wait"))
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(AirflowException, match=r"exit code 24, out of memory \(OutOfMemoryError: Container killed"):
         sensor.execute_complete(task_context(task_id="wait"), event)
 
 

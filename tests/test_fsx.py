@@ -87,7 +87,7 @@ def test_create_after_the_teardown_deleted_the_first_makes_a_new_one(aws):
     ({"deployment_type": "SCRATCH_1"}, "deployment_type 'SCRATCH_1'"),
     ({"deployment_type": "PERSISTENT_2", "throughput": 200}, "throughput must be one of"),
     ({"inputs": ["s3://genomics-lake/lake/results/"]}, "must not contain each other"),
-    ({"inputs": ["s3://genomics-lake/x; rm -rf /"]}, "must be s3:// or file:// prefixes"),
+    ({"inputs": ["s3://genomics-lake/x; rm -rf /"]}, "each must be an s3:// or file:// prefix"),
 ])
 def test_bad_requests_are_refused_before_anything_is_created(aws, change, message):
     op = _create_op(**change)

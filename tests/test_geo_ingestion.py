@@ -13,19 +13,30 @@ from pathlib import Path
 import pytest
 
 from geo_ingest import (
+    MAX_LOOKUPS,
     IngestConfigError,
     check_params,
     plan_work,
     record_outcomes,
     register,
+    retry_series,
     review_body,
     window,
 )
-from hooks.eutils import EutilsClient, EutilsError, RateLimiter, discover, parse_sra_experiment
+from hooks.eutils import (
+    EutilsClient,
+    EutilsError,
+    RateLimiter,
+    discover,
+    parse_gds_series,
+    parse_sra_experiment,
+)
+from hooks.ncbi_mirror import MirrorTransport
 from hooks.sample_registry import DynamoDbSampleRegistry, SqliteSampleRegistry
 from tests.conftest import REGION, use_settings
 
 DATA = Path(__file__).parent / "data" / "eutils"
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-data" / "eutils"  # read-only, beside the repo
 UTC = timezone.utc
 
 
@@ -93,7 +104,9 @@ def test_recorded_responses_parse_into_series_samples_and_runs_through_the_histo
     gds_search = ncbi.requests[0][2]
     assert (gds_search["mindate"], gds_search["maxdate"], gds_search["datetype"]) == ("2026/11/16", "2026/11/16", "pdat")
     assert gds_search["term"] == '("Homo sapiens"[Organism]) AND gse[Entry Type]'
-    assert ncbi.requests[3][2]["term"] == "SRP540001[Accession] OR SRP540002[Accession]"
+    assert ncbi.requests[3][2]["term"] == ("PRJNA1100001[BioProject] OR PRJNA1100002[BioProject] OR "
+                                           "SRP540001[Accession] OR SRP540002[Accession]"), \
+        "one search over every series' BioProject and SRA study"
 
 
 @pytest.mark.parametrize("api_key, rate", [(None, 3), ("k3y", 10)])
@@ -153,6 +166,144 @@ def test_a_client_without_a_contact_email_is_refused():
 def test_an_experiment_naming_no_geo_sample_is_ignored():
     doc = json.loads(_recorded("esummary_sra.json"))["result"]["31000001"]
     assert parse_sra_experiment({**doc, "expxml": doc["expxml"].replace("GSM8100001", "sample 1")}) is None
+
+
+# --- real series without SRA relations (GEO since 2024: "extrelations": [], only "bioproject") -------------------
+def _real_documents(path: Path) -> list[dict]:
+    result = json.loads(path.read_text())["result"]
+    return [result[uid] for uid in result["uids"]]
+
+
+def _mirror(tmp_path: Path, gds: list[dict], sra: list[dict]) -> Path:
+    """A local stand-in for NCBI holding these esummary documents."""
+    for folder, docs in (("gds", gds), ("sra", sra)):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for doc in docs:
+            (tmp_path / folder / f"{doc['uid']}.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def _client(transport) -> EutilsClient:
+    return EutilsClient(transport, tool="t", email="a@b.org", sleep=lambda s: None,
+                        limiter=RateLimiter(1000, sleep=lambda s: None))
+
+
+def test_a_real_series_without_sra_relations_finds_its_runs_through_its_bioproject(tmp_path):
+    gds = _real_documents(DATA / "real_esummary_gds_GSE236084.json")
+    assert gds[0]["extrelations"] == [] and gds[0]["bioproject"] == "PRJNA988806", "the real shape"
+    mirror = MirrorTransport(_mirror(tmp_path, gds, _real_documents(DATA / "real_esummary_sra_PRJNA988806.json")))
+    series, total = discover(_client(mirror), "rna", date(2024, 10, 4), date(2024, 10, 4))
+
+    assert total == 1 and series[0].gse == "GSE236084" and series[0].bioproject == "PRJNA988806"
+    runs = {s.gsm: (s.runs, s.layout, s.organism) for s in series[0].samples}
+    assert runs == {"GSM7518065": (["SRR25056229"], "PAIRED", "Mus musculus"),
+                    "GSM7518066": (["SRR25056228"], "PAIRED", "Mus musculus"),
+                    "GSM7518067": (["SRR25056227"], "PAIRED", "Mus musculus"),
+                    "GSM7518068": (["SRR25056226"], "PAIRED", "Mus musculus"),
+                    "GSM7518069": (["SRR25056225"], "PAIRED", "Mus musculus")}
+    assert {s.gsm: s.bases for s in series[0].samples}["GSM7518069"] == 39_584_152_741
+    assert [p["term"] for u, p in mirror.calls if u == "esearch" and p["db"] == "sra"] == ["PRJNA988806[BioProject]"]
+
+
+def test_the_recorded_series_are_looked_up_by_bioproject_and_study_and_array_series_not_at_all():
+    recorded = _real_documents(REAL / "esummary_gds_recorded_2026-10-09_trimmed.json")
+    parsed = {s.gse: s for s in (parse_gds_series(d) for d in recorded) if s}
+    assert sorted(parsed) == ["GSE226260", "GSE292461", "GSE327255"], "GPL, GSM and GDS entries are not series"
+    assert (parsed["GSE292461"].sra_studies, parsed["GSE292461"].bioproject) == ([], "PRJNA1238820")
+    assert (parsed["GSE226260"].sra_studies, parsed["GSE226260"].bioproject) == (["SRP424803"], "PRJNA939253")
+    assert not parsed["GSE327255"].sequencing and parsed["GSE292461"].sequencing
+
+    sra_terms = []
+
+    def ncbi(utility, params):
+        if utility == "esearch" and params["db"] == "gds":
+            return 200, {}, (REAL / "esearch_gds_cfs.json").read_bytes()
+        if utility == "esearch":
+            sra_terms.append(params["term"])
+            return 200, {}, (REAL / "esearch_gds_empty.json").read_bytes()  # SRA knows none of them here
+        return 200, {}, json.dumps({"result": {"uids": [d["uid"] for d in recorded],
+                                               **{d["uid"]: d for d in recorded}}}).encode()
+
+    series, _ = discover(_client(ncbi), "chronic fatigue syndrome", date(2025, 1, 1), date(2026, 6, 30),
+                         page_size=50)
+    assert sra_terms == ["PRJNA1238820[BioProject] OR PRJNA939253[BioProject] OR SRP424803[Accession]"], \
+        "the 2025 series by its BioProject; the array series (PRJNA1450064) is not looked up"
+    assert all(not x.runs for s in series for x in s.samples)
+
+
+def test_a_series_with_neither_bioproject_nor_study_is_looked_up_by_its_accession():
+    doc = {**_real_documents(DATA / "real_esummary_gds_GSE236084.json")[0], "bioproject": ""}
+    assert parse_gds_series(doc).sra_terms() == ["GSE236084[All Fields]"]
+    assert parse_gds_series({**doc, "bioproject": "PRJNA1;DROP"}).bioproject == "", "only an accession is kept"
+
+
+def test_the_stand_in_for_ncbi_refuses_a_search_term_it_cannot_read(tmp_path):
+    client = _client(MirrorTransport(_mirror(tmp_path, [], [])))
+    with pytest.raises(EutilsError, match="reads only"):
+        client.esearch("sra", "rna-seq AND human")
+    assert client.esearch("sra", "PRJNA1[bioproject] OR SRP2[Accession]")["count"] == 0
+
+
+def _recorded_2025_series() -> list[dict]:
+    recorded = _real_documents(REAL / "esummary_gds_recorded_2026-10-09_trimmed.json")
+    return [s.to_dict() for s in (parse_gds_series(d) for d in recorded)
+            if s and s.gse in ("GSE292461", "GSE327255")]
+
+
+def test_a_run_whose_series_all_resolve_to_nothing_records_them_unresolved_warns_and_fails(registry):
+    records: dict[str, dict] = {}
+    registered = register(registry, "geo", _recorded_2025_series(), records.__setitem__)
+
+    assert registered["by_series"] == {} and records == {} and registry.samples("geo") == []
+    assert list(registered["unresolved"]) == ["GSE292461"]
+    assert "PRJNA1238820[BioProject]" in registered["unresolved"]["GSE292461"]
+    assert "not sequencing" in registered["not_looked_up"]["GSE327255"]
+    assert "none of the 2 series this run found resolved" in registered["warning"]
+    assert "GSE292461" in registered["failure"] and "GSE327255" not in registered["failure"]
+    [kept] = registry.unresolved_series("geo")
+    assert (kept["series"], kept["attempts"], kept["record"]["bioproject"]) == ("GSE292461", 1, "PRJNA1238820")
+    assert kept["reason"] == registered["unresolved"]["GSE292461"]
+
+
+def test_a_run_of_array_series_only_warns_and_does_not_fail(registry):
+    arrays = [s for s in _recorded_2025_series() if s["gse"] == "GSE327255"]
+    registered = register(registry, "geo", arrays, lambda gsm, record: None)
+    assert registered["warning"] and registered["failure"] is None
+    assert registry.unresolved_series("geo") == []
+
+
+def test_an_unresolved_series_is_looked_up_again_by_later_runs_and_forgotten_once_it_resolves(registry, tmp_path):
+    gds = _real_documents(DATA / "real_esummary_gds_GSE236084.json")
+    sra = _real_documents(DATA / "real_esummary_sra_PRJNA988806.json")
+    records: dict[str, dict] = {}
+
+    def run(day: date, mirror: MirrorTransport) -> dict:
+        retry, before = retry_series(registry, "geo")
+        series, _ = discover(_client(mirror), "rna", day, day, also=retry)
+        retried = [s.gse for s in series if any(s is r for r in retry)]
+        return register(registry, "geo", [s.to_dict() for s in series], records.__setitem__, retried=retried,
+                        unresolved_before=before)
+
+    first = run(date(2024, 10, 4), MirrorTransport(_mirror(tmp_path, gds, [])))  # SRA has not loaded them yet
+    assert first["failure"] and [r["series"] for r in registry.unresolved_series("geo")] == ["GSE236084"]
+
+    second = run(date(2024, 10, 5), MirrorTransport(_mirror(tmp_path, gds, sra)))  # a later day, no new series
+    assert sorted(second["by_series"]["GSE236084"]) == ["GSM7518065", "GSM7518066", "GSM7518067", "GSM7518068",
+                                                        "GSM7518069"]
+    assert second["warning"] is None and second["failure"] is None, "no series in this run's window"
+    assert registry.unresolved_series("geo") == [] and len(registry.samples("geo", "discovered")) == 5
+    assert records["GSM7518065"] == {"sample_id": "GSM7518065", "series": "GSE236084", "runs": ["SRR25056229"],
+                                     "layout": "PAIRED", "organism": "Mus musculus", "published": "2024-10-04"}
+
+
+def test_a_series_unresolved_after_many_runs_is_no_longer_looked_up_but_stays_recorded(registry):
+    [series] = [s for s in _recorded_2025_series() if s["gse"] == "GSE292461"]
+    for _ in range(MAX_LOOKUPS - 1):
+        registry.unresolved("geo", "GSE292461", "no run", series)
+    retry, before = retry_series(registry, "geo")
+    assert [s.gse for s in retry] == ["GSE292461"] and retry[0].bioproject == "PRJNA1238820"
+    registry.unresolved("geo", "GSE292461", "no run", series)
+    assert retry_series(registry, "geo") == ([], ["GSE292461"])
 
 
 # --- windows and run config ----------------------------------------------------------------------------------
@@ -389,6 +540,28 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
                     list_files=lambda prefix: lake.list_files(settings, prefix),
                     approved_samples=backend.sample_registry(settings).approved, max_map_length=1024)
     assert plan["samples"] == approved and plan["todo"] == approved
+
+
+@pytest.mark.e2e
+def test_a_day_whose_real_series_has_no_sra_runs_found_fails_and_leaves_the_series_unresolved(local, dagbag_geo,
+                                                                                               monkeypatch):
+    """The issue's run: before, it logged "no public SRA run" for every sample, registered none, and succeeded."""
+    from hooks import backend
+
+    settings = use_settings(monkeypatch, local)
+    recorded = _real_documents(REAL / "esummary_gds_recorded_2026-10-09_trimmed.json")
+    [doc] = [d for d in recorded if d["accession"] == "GSE292461"]
+    # re-dated from 2025/08/25 into the DAG's schedule (it starts 2026-01-01); the rest is NCBI's answer
+    _mirror(settings.ncbi_mirror_path, [{**doc, "pdat": "2026/11/16"}], [])
+
+    run = dagbag_geo.test(logical_date=datetime(2026, 11, 17, tzinfo=UTC), run_conf={"project": "geo"})
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index == -1}
+    assert run.state == "failed" and states["all_series_resolved"] == "failed"
+    assert states["search"] == states["register"] == "success"
+    registry = backend.sample_registry(settings)
+    assert registry.samples("geo") == []
+    assert [(r["series"], r["attempts"]) for r in registry.unresolved_series("geo")] == [("GSE292461", 1)]
 
 
 def _downloads(settings) -> int:

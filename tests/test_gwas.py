@@ -1,9 +1,15 @@
 """The regenie_gwas DAG: run config checks, the chunk plan, the steps on a stand-in file system, and the
-whole DAG on the local backend (plink2 --glm on a synthetic cohort) with the planted causal variants found."""
+whole DAG on the local backend with each engine: plink2 --glm finds the planted causal variants, and the
+regenie engine publishes what regenie run by hand on the same files gives (quantitative, and binary with
+Firth), with the model fitted or reused from an earlier step 1."""
 
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,7 @@ import pytest
 from genomics_steps import synthetic_gwas
 
 ROOT = Path(__file__).resolve().parent.parent
+REGENIE_DIR = ROOT.parent / "shared" / "tools" / "regenie"  # regenie 4.1.2 built for this machine kind
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,7 @@ def test_gwas_end_to_end_ranks_the_planted_variants_first_and_deletes_its_file_s
     dag = dagbag.dags["regenie_gwas"]
     for task in dag.tasks:  # a failure shows at once instead of after the retries' delays
         task.retries = 0
-    run = dag.test(run_conf={"project": "e2e", "variants_per_job": 600})
+    run = dag.test(run_conf={"project": "e2e", "variants_per_job": 600, "engine": "plink2"})
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert set(states.values()) == {"success"}, states
@@ -80,14 +87,15 @@ class CohortLake:
                  header="FID\tIID\theight\tbmi\n"):
         self.files = {"s3://lake/raw/p1/gwas/": list(files)}
         self.header = header
+        self.contents: dict[str, str] = {}  # other files' text, by URI (the phenotype file's is header)
         self.listed: list[str] = []
 
     def list_files(self, prefix):
         self.listed.append(prefix)
         return self.files.get(prefix, [])
 
-    def read_head(self, uri):
-        return self.header.encode()
+    def read_head(self, uri, max_bytes=65536):
+        return self.contents.get(uri, self.header).encode()
 
 
 def _plan(params=None, lake=None, backend="aws", regenie_here=False):
@@ -124,7 +132,7 @@ def test_plan_resolves_defaults_traits_engine_and_links_with_one_listing():
      CohortLake(), "aws", "missing input file"),
     ({"fsx_capacity_gib": 1800}, None, "aws", "fsx_capacity_gib must be 1200, 2400 or a multiple of 2400"),
     ({"fsx_deployment_type": "PERSISTENT_2", "fsx_throughput": 100}, None, "aws", "fsx_throughput must be one of"),
-    ({"project": "p1; DROP TABLE x"}, None, "aws", "project .* must match"),
+    ({"project": "p1; DROP TABLE x"}, None, "aws", "project .* is not a name"),
     ({"variants_per_job": 5}, None, "aws", "variants_per_job must be an integer from 100"),
     ({}, CohortLake(header="IID\theight\n"), "aws", "must start with a header line FID IID"),
     ({}, CohortLake(header="FID\tIID\tbody mass\theight\n"), "aws", ""),
@@ -137,6 +145,71 @@ def test_bad_gwas_run_configs_are_refused_with_every_reason(params, lake, backen
         return
     with pytest.raises(RunConfigError, match=message):
         _plan(params, lake, backend)
+
+
+def test_auto_engine_is_regenie_locally_when_one_is_installed():
+    assert _plan(backend="local", regenie_here=True)["engine"] == "regenie"
+    assert _plan(backend="local", regenie_here=False)["engine"] == "plink2"
+
+
+def test_the_job_definition_of_the_run_is_the_regenie_image_param():
+    assert _plan()["job_definition"] == "genomics-gwas"
+    assert _plan({"regenie_image": "genomics-gwas:7"})["job_definition"] == "genomics-gwas:7"
+
+
+@pytest.mark.parametrize("value", ["genomics-gwas:latest", "genomics-gwas\n", "gwas:0", "ghcr.io/rgc/regenie:v4"])
+def test_a_regenie_image_that_is_not_a_job_definition_is_refused(value):
+    from pipeline_plan import RunConfigError
+
+    with pytest.raises(RunConfigError, match=re.escape(f"regenie_image {value!r} must be a Batch job definition")):
+        _plan({"regenie_image": value})
+
+
+PREDICTIONS = "s3://lake/models/p1/fit_pred.list"
+
+
+def _lake_with_predictions(listed=("fit_pred.list", "fit_1.loco", "fit_2.loco"),
+                           text="height /fsx/fs-0a/output/step1/fit_1.loco\nbmi /fsx/fs-0a/output/step1/fit_2.loco\n"):
+    lake = CohortLake()
+    lake.files["s3://lake/models/p1/"] = list(listed)
+    lake.contents[PREDICTIONS] = text
+    return lake
+
+
+def test_step1_predictions_are_linked_and_handed_to_the_steps():
+    lake = _lake_with_predictions()
+    plan = _plan({"step1_predictions": PREDICTIONS}, lake)
+    assert plan["step1_predictions"] == PREDICTIONS
+    assert plan["fsx_inputs"] == ["s3://lake/models/p1/", "s3://lake/raw/p1/gwas/"]
+    for step in ("step1", "step2", "merge"):
+        command = plan[f"{step}_command"]
+        assert command[command.index("--step1-predictions") + 1] == PREDICTIONS
+    assert "--step1-predictions" not in _plan()["step1_command"]
+
+
+@pytest.mark.parametrize("params, lake, message", [
+    ({}, _lake_with_predictions(listed=("fit_pred.list", "fit_1.loco")),
+     r"names LOCO file\(s\) that are not beside it: \['s3://lake/models/p1/fit_2.loco'\]"),
+    ({"traits": ["height"]}, _lake_with_predictions(),
+     r"has the traits \['bmi', 'height'\], this run tests \['height'\]"),
+    ({}, _lake_with_predictions(text="height fit_1.loco extra\n"), "line 1 is not '<trait> <path>.loco'"),
+    ({"engine": "plink2"}, _lake_with_predictions(), "need engine regenie, not plink2"),
+    ({}, _lake_with_predictions(listed=("fit_1.loco", "fit_2.loco")),
+     r"missing input file\(s\): \['s3://lake/models/p1/fit_pred.list'\]"),
+    ({"step1_predictions": "s3://lake/models/p1/fit.loco"}, _lake_with_predictions(),
+     "must be an s3:// or file:// URI"),
+    ({"step1_predictions": "s3://lake/results/regenie_gwas/1.0/project=p1/step1/fit_pred.list"},
+     _lake_with_predictions(), "overlap the results prefix"),
+])
+def test_bad_step1_predictions_are_refused_before_anything_runs(params, lake, message):
+    from pipeline_plan import RunConfigError
+
+    if "overlap" in message:  # an earlier run's step 1 left in this run's own results folder
+        lake.files["s3://lake/results/regenie_gwas/1.0/project=p1/step1/"] = ["fit_pred.list", "fit_1.loco",
+                                                                              "fit_2.loco"]
+        lake.contents[params["step1_predictions"]] = lake.contents[PREDICTIONS]
+    with pytest.raises(RunConfigError, match=message):
+        _plan({"step1_predictions": PREDICTIONS, **params}, lake)
 
 
 def test_results_inside_an_input_folder_are_refused():
@@ -155,6 +228,8 @@ def test_results_inside_an_input_folder_are_refused():
     {"fsx_capacity_gib": 100},
     {"genotypes": "http://example.org/cohort"},
     {"covariates": "s3://bucket/cov.tsv'"},
+    {"regenie_image": "genomics-gwas:latest"},
+    {"step1_predictions": "s3://bucket/fit pred.list"},
 ])
 def test_the_trigger_form_refuses_bad_gwas_params(dagbag, conf):
     from airflow.sdk.definitions.param import ParamsDict
@@ -182,3 +257,156 @@ def test_a_failing_step_fails_the_run_and_the_teardown_still_deletes_the_file_sy
     assert states["step2"] == "failed" and states["merge"] == "upstream_failed"
     assert states["fsx_delete"] == "success"
     assert backend.fsx(local).list_file_systems() == []
+
+
+# --- the regenie engine, end to end against regenie run by hand ----------------------------------------------
+@pytest.fixture
+def regenie(monkeypatch) -> str:
+    """The regenie binary of ../shared/tools/regenie put on PATH for this test (the local runner, started by
+    the run, passes PATH on to its jobs). Skipped where it is not there; in CI (CI=true) that is a failure."""
+    binary = REGENIE_DIR / "regenie"
+    problem = None
+    if not binary.is_file():
+        problem = f"no regenie at {binary}"
+    else:
+        probe = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+        if probe.returncode != 0:  # it needs Debian's libgfortran5 and libgomp1 (tests/packages.txt)
+            problem = f"{binary} --version failed: {(probe.stdout + probe.stderr).strip()[-300:]}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}: CI runs the regenie engine's tests", pytrace=False)
+        pytest.skip(problem)
+    monkeypatch.setenv("PATH", f"{REGENIE_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert shutil.which("regenie") == str(binary)
+    return str(binary)
+
+
+def _binary_phenotypes(gwas: Path) -> None:
+    """phenotypes_binary.tsv: each trait of phenotypes.tsv as a case (above its median) or a control."""
+    lines = (gwas / "phenotypes.tsv").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    out = [lines[0]]
+    medians = []
+    for col in range(2, len(rows[0])):
+        values = sorted(float(r[col]) for r in rows if r[col] != "NA")
+        medians.append(values[len(values) // 2])
+    for r in rows:
+        out.append("\t".join(r[:2] + ["NA" if v == "NA" else str(int(float(v) > m))
+                                      for v, m in zip(r[2:], medians)]))
+    (gwas / "phenotypes_binary.tsv").write_text("\n".join(out) + "\n")
+
+
+def _regenie_by_hand(binary: str, gwas: Path, work: Path, phenotypes: str, binary_trait: bool) -> dict:
+    """regenie step 1 then step 2 on the whole cohort, with the options the steps use; trait -> variant -> log10p."""
+    common = ["--bed", str(gwas / "cohort"), "--phenoFile", str(gwas / phenotypes), "--covarFile",
+              str(gwas / "covariates.tsv"), "--phenoColList", "trait_a,trait_b", "--bsize", "1000",
+              "--threads", "2"]
+    work.mkdir()
+    step1 = [binary, "--step", "1", *common, "--lowmem", "--lowmem-prefix", str(work / "tmp"),
+             "--out", str(work / "fit")]
+    step2 = [binary, "--step", "2", *common, "--pred", str(work / "fit_pred.list"), "--out", str(work / "assoc")]
+    if binary_trait:
+        step1.append("--bt")
+        step2 += ["--bt", "--firth", "--approx"]
+    for argv in (step1, step2):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:]
+    results = {}
+    for trait in ("trait_a", "trait_b"):
+        with open(work / f"assoc_{trait}.regenie") as fh:
+            header = fh.readline().split()
+            rows = [dict(zip(header, line.split())) for line in fh]
+        results[trait] = {r["ID"]: float(r["LOG10P"]) for r in rows if r["TEST"] == "ADD" and r["LOG10P"] != "NA"}
+    return results
+
+
+def _published(local, project: str) -> dict:
+    from hooks import backend
+
+    _, rows = backend.query_engine(local).fetch(
+        f"SELECT phenotype, variant_id, log10p FROM gwas_associations WHERE project = '{project}'")
+    published: dict[str, dict[str, float]] = {}
+    for trait, variant, log10p in rows:
+        published.setdefault(trait, {})[variant] = log10p
+    return published
+
+
+def _assert_same_associations(published: dict, by_hand: dict) -> None:
+    assert sorted(published) == sorted(by_hand) == ["trait_a", "trait_b"]
+    for trait, expected in by_hand.items():
+        assert len(expected) == 2500, f"{trait}: regenie tested every variant by hand"
+        assert published[trait].keys() == expected.keys(), trait
+        worst = max(abs(published[trait][v] - p) for v, p in expected.items())
+        assert worst <= 1e-6, f"{trait}: -log10 p differs from regenie run by hand by up to {worst}"
+
+
+def _run_regenie_gwas(conf: dict):
+    from airflow.dag_processing.dagbag import DagBag
+
+    # A DAG object of its own: dag.test() leaves a run's conf in the params of the tasks it ran, so a
+    # later run of the same object would inherit the earlier run's phenotypes and trait type.
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "regenie_gwas.py")).dags["regenie_gwas"]
+    for task in dag.tasks:
+        task.retries = 0
+    run = dag.test(run_conf={"variants_per_job": 1000, **conf})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and set(states.values()) == {"success"}, states
+    return run
+
+
+@pytest.mark.e2e
+def test_the_regenie_engine_publishes_what_regenie_run_by_hand_gives_for_a_quantitative_trait(
+        local, regenie, tmp_path):
+    synthetic_gwas.write_cohort(local.lake_root, "rq")
+    gwas = Path(local.lake_root.removeprefix("file://")) / "raw/rq/gwas"
+    _run_regenie_gwas({"project": "rq"})  # engine auto: regenie, as one is on PATH
+
+    _assert_same_associations(_published(local, "rq"), _regenie_by_hand(regenie, gwas, tmp_path / "by-hand",
+                                                                         "phenotypes.tsv", binary_trait=False))
+    results = Path(local.lake_root.removeprefix("file://")) / "results/regenie_gwas/1.0/project=rq"
+    assert (results / "step1/fit_pred.list").is_file(), "step 1's model is exported with the results"
+    from hooks import backend
+
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT DISTINCT job_definition FROM job_runs WHERE pipeline = 'regenie_gwas' AND project = 'rq'")
+    assert rows == [("genomics-gwas",)]
+
+
+@pytest.mark.e2e
+def test_the_regenie_engine_publishes_what_regenie_run_by_hand_gives_for_a_binary_trait_with_firth(
+        local, regenie, tmp_path):
+    synthetic_gwas.write_cohort(local.lake_root, "rb")
+    gwas = Path(local.lake_root.removeprefix("file://")) / "raw/rb/gwas"
+    _binary_phenotypes(gwas)
+    _run_regenie_gwas({"project": "rb", "engine": "regenie", "trait_type": "binary",
+                               "phenotypes": (gwas / "phenotypes_binary.tsv").as_uri()})
+
+    _assert_same_associations(_published(local, "rb"), _regenie_by_hand(regenie, gwas, tmp_path / "by-hand",
+                                                                         "phenotypes_binary.tsv", binary_trait=True))
+
+
+@pytest.mark.e2e
+def test_a_run_given_step1_predictions_skips_the_fit_and_tests_with_them(local, regenie, tmp_path):
+    from hooks import backend
+
+    synthetic_gwas.write_cohort(local.lake_root, "rp")
+    gwas = Path(local.lake_root.removeprefix("file://")) / "raw/rp/gwas"
+    by_hand = _regenie_by_hand(regenie, gwas, tmp_path / "by-hand", "phenotypes.tsv", binary_trait=False)
+    model = Path(local.lake_root.removeprefix("file://")) / "models/rp"  # a model fitted elsewhere, in the lake
+    model.mkdir(parents=True)
+    for loco in (tmp_path / "by-hand").glob("fit_*.loco"):
+        shutil.copy(loco, model / loco.name)
+    shutil.copy(tmp_path / "by-hand/fit_pred.list", model / "fit_pred.list")  # its paths are the by-hand folder's
+    shutil.rmtree(tmp_path / "by-hand")  # the run must read the LOCO files in the lake, not where they were made
+    predictions = (model / "fit_pred.list").as_uri()
+
+    _run_regenie_gwas({"project": "rp", "step1_predictions": predictions,
+                               "regenie_image": "genomics-gwas:4"})
+
+    _assert_same_associations(_published(local, "rp"), by_hand)
+    results = Path(local.lake_root.removeprefix("file://")) / "results/regenie_gwas/1.0/project=rp"
+    assert not (results / "step1/fit.log").exists(), "regenie --step 1 did not run"
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT step, job_definition, reused_from FROM job_runs WHERE project = 'rp' AND step IN ('step1', 'merge') "
+        "ORDER BY step")
+    assert rows == [("merge", "genomics-gwas:4", None), ("step1", "genomics-gwas:4", predictions)]

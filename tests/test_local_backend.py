@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, default_retry_strategy
+from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, OOM_REASON, JobState, default_retry_strategy
 from hooks import backend
 from hooks.event_queue import LocalEventQueue
 from local_batch.control_plane import ControlPlane, LocalBatchError, wait_for_terminal
@@ -136,7 +136,18 @@ def test_a_job_that_outgrows_its_memory_is_killed(plane):
         "resourceRequirements": [{"type": "MEMORY", "value": "100"}]}))
     detail = wait_for_terminal(plane, job["jobId"], timeout=30)
     assert detail["status"] == "FAILED"
-    assert detail["container"]["reason"].startswith("OutOfMemoryError")
+    # where real Batch puts it: the container's reason and the last attempt's, beside a plain status reason
+    assert detail["container"]["reason"] == detail["attempts"][-1]["container"]["reason"] == OOM_REASON
+    assert detail["statusReason"] == "Essential container in task exited"
+    assert JobState.from_detail(detail).out_of_memory
+
+
+def test_a_job_that_exits_by_itself_has_no_container_reason(plane):
+    job = plane.submit_job(request(shell("exit 3")))
+    detail = wait_for_terminal(plane, job["jobId"])
+    assert detail["attempts"][-1]["container"]["exitCode"] == 3
+    assert "reason" not in detail["attempts"][-1]["container"] and "reason" not in detail["container"]
+    assert not JobState.from_detail(detail).out_of_memory
 
 
 def test_array_children_find_their_index_and_the_parent_ends_when_they_do(plane):
@@ -179,6 +190,24 @@ def test_the_operator_waits_on_local_events_and_reports_success(local):
     stats = Path(local.local_home) / "lake" / "read_stats" / "project=demo" / "sample=S1" / "stats.json"
     assert json.loads(stats.read_text())["reads"] == 100
     assert Path(summary["log"]).exists()
+
+
+def test_an_oom_killed_job_is_published_in_job_runs_with_its_container_reason(local):
+    from operators.publish import PublishTableOperator
+
+    grow = "x = bytearray(400 * 1024 * 1024); import time; time.sleep(5)"
+    op = BatchJobOperator(task_id="grow", step="grow", project="demo", pipeline="demo", sample="S1",
+                          command=[PY, "-c", grow], memory_mib=100, retry_strategy={"attempts": 1})
+    context = task_context(task_id="grow")
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    event = asyncio.run(first_event(deferred.value.trigger, timeout=60))
+    with pytest.raises(AirflowException, match=r"out of memory: it exceeded its memory_mib=100"):
+        op.execute_complete(context, event)
+    PublishTableOperator(task_id="publish_job_runs", table="job_runs", project="demo", pipeline="demo",
+                         pipeline_version="1", units=["S1"]).execute(task_context(task_id="publish_job_runs"))
+    _, rows = backend.query_engine(local).fetch("SELECT step, status, container_reason FROM job_runs")
+    assert rows == [("grow", "FAILED", OOM_REASON)]
 
 
 def test_an_array_failure_names_the_sample_and_shows_the_tools_own_error(local):

@@ -193,6 +193,182 @@ def test_the_trigger_form_accepts_a_list_or_all_approved(dagbag):
         assert params.validate()["samples"] == samples
 
 
+# --- hidden characters: every id, label and URI field of every DAG -------------------------------------
+# A value that looks right but carries a character the eye misses. "demo\n" once passed every check (^...$
+# lets a final newline through) and wrote into the real demo project's results.
+HIDDEN = ["\n", "\r", "\t", "\x00", "\u2028", "\u200b"]
+BAD_IDS = ([f"demo{c}" for c in HIDDEN] + [f"de{c}mo" for c in HIDDEN]
+           + ["x" * 300, " demo", "demo "])
+BAD_URIS = lambda base: ([f"{base}{c}" for c in HIDDEN] + [base.replace("/", f"/{c}", 3) for c in HIDDEN]  # noqa: E731
+                         + [f" {base}", f"{base} "])
+# field -> (kind, a good value): the fields of each DAG's Params that take ids, labels, lists of ids or URIs.
+FIELDS = {
+    "rnaseq": {"project": ("id", "demo"), "reference": ("id", "ref1"), "pipeline_version": ("id", "1.0"),
+               "samples": ("ids", "S1"), "input_uri": ("uri", "s3://bucket/reads/")},
+    "regenie_gwas": {"project": ("id", "demo"), "pipeline_version": ("id", "1.0"), "traits": ("ids", "height"),
+                     "genotypes": ("uri", "s3://bucket/gwas/cohort"),
+                     "phenotypes": ("uri", "s3://bucket/gwas/phenotypes.tsv"),
+                     "covariates": ("uri", "s3://bucket/gwas/covariates.tsv")},
+    "geo_ingestion": {"project": ("id", "geo"), "pipeline_version": ("id", "1.0")},
+    "batch_events_demo": {"project": ("id", "demo"), "pipeline_version": ("id", "1.0"),
+                          "samples": ("ids", "S001"), "fail_sample": ("id", "S001")},
+}
+FIELDS["germline"] = FIELDS["rnaseq"]
+
+
+def _bad_cases():
+    for dag_id, fields in FIELDS.items():
+        for field, (kind, good) in fields.items():
+            for bad in (BAD_URIS(good) if kind == "uri" else BAD_IDS):
+                value = [good, bad] if kind == "ids" else bad
+                yield pytest.param(dag_id, field, value, bad, id=f"{dag_id}-{field}-{bad[:12]!r}")
+
+
+BAD_CASES = list(_bad_cases())
+
+
+def test_every_bad_value_is_refused_by_its_rule():
+    """The table itself: each hidden-character value is invalid, each good value valid."""
+    from genomics_steps import names
+
+    assert len(BAD_CASES) > 200
+    for bad in BAD_IDS:
+        assert not names.LABEL.ok(bad) and not names.SAMPLE_ID.ok(bad)
+    for good in ("demo", "proj_1.x-2", "x" * 64, "S" * 128):
+        assert names.SAMPLE_ID.ok(good)
+
+
+@pytest.mark.parametrize("dag_id, field, value, bad", BAD_CASES)
+def test_the_params_schema_refuses_hidden_characters_naming_field_and_value(dagbag, dag_id, field, value, bad):
+    """As Airflow validates a run config on the server (jsonschema, re.search on the pattern)."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags[dag_id].params)
+    with pytest.raises(ParamValidationError) as refused:
+        params.update({field: value})
+        params.validate()
+    assert f"param {field}" in str(refused.value) and repr(bad) in str(refused.value)
+
+
+def _first_check(dagbag, dag_id: str, config: dict) -> str:
+    """Run the first task's check of ``dag_id`` on ``config``: nothing may be listed, read or submitted."""
+    from geo_ingest import IngestConfigError, check_params
+    from gwas_plan import plan_gwas
+
+    def untouched(*args):
+        pytest.fail(f"the lake was read for a refused run config: {args}")
+
+    if dag_id in ("rnaseq", "germline"):
+        with pytest.raises(RunConfigError) as refused:
+            plan_run(SPEC, config, lake_root=LAKE, backend="aws", list_files=untouched,
+                     approved_samples=untouched, max_map_length=1024)
+    elif dag_id == "regenie_gwas":
+        with pytest.raises(RunConfigError) as refused:
+            plan_gwas(config, lake_root=LAKE, backend="aws", list_files=untouched, read_head=untouched,
+                      regenie_here=False)
+    elif dag_id == "geo_ingestion":
+        with pytest.raises(IngestConfigError) as refused:
+            check_params(config)
+    else:  # batch_events_demo: its first task, sample_list, checks before the fan-outs submit
+        with pytest.raises(ValueError) as refused:
+            dagbag.dags[dag_id].get_task("sample_list").python_callable(params=config)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("dag_id, field, value, bad", BAD_CASES)
+def test_the_first_task_refuses_hidden_characters_naming_field_and_value(dagbag, dag_id, field, value, bad):
+    """The check that cannot be fooled: even a run config that skipped the schema stops here, before any
+    listing or submission."""
+    config = {**dagbag.dags[dag_id].params.dump(), field: value}
+    if dag_id in ("rnaseq", "germline") and field != "samples":
+        config["samples"] = ["S1"]
+    message = _first_check(dagbag, dag_id, config)
+    assert field in message and repr(bad) in message
+
+
+def test_params_patterns_read_the_same_in_python_and_javascript(dagbag):
+    """Airflow validates Params on the server with Python's re.search; a browser or any JSON-schema tool
+    reads the same pattern as a flagless JavaScript RegExp. Both must accept and refuse the same values."""
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    patterns = set()
+
+    def collect(schema):
+        if isinstance(schema, dict):
+            if isinstance(schema.get("pattern"), str):
+                patterns.add(schema["pattern"])
+            for value in schema.values():
+                collect(value)
+        elif isinstance(schema, list):
+            for value in schema:
+                collect(value)
+
+    for dag_id in FIELDS:
+        params = dagbag.dags[dag_id].params
+        for name in params:
+            collect(params.get_param(name).schema)
+    values = ["demo", "proj_1.x-2", "S001", "", "none", "s3://bucket/reads/", "s3://bucket/gwas/cohort",
+              "file:///data/x.tsv", "Z", "demoZ", *BAD_IDS, *BAD_URIS("s3://bucket/reads/")]
+    cases = [(p, v) for p in sorted(patterns) for v in values]
+    script = ("const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "process.stdout.write(JSON.stringify(cases.map(([p, v]) => new RegExp(p).test(v))));")
+    out = subprocess.run([node, "-e", script], input=json.dumps(cases), capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    in_javascript = json.loads(out)
+    in_python = [re.search(p, v) is not None for p, v in cases]
+    assert len(patterns) >= 6
+    assert [c for c, js, py in zip(cases, in_javascript, in_python) if js != py] == []
+    assert any(in_python) and not any(re.search(p, "demo\n") for p in patterns)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("hooks.sql_render", fromlist=["Label"]).Label("demo\n"),
+    lambda: __import__("hooks.sql_render", fromlist=["Label"]).Label("de\u200bmo"),
+    lambda: __import__("hooks.sql_render", fromlist=["Ident"]).Ident("qc_metrics\n"),
+    lambda: __import__("hooks.sql_render", fromlist=["Location"]).Location("s3://lake/tables/x/\n"),
+], ids=["label-newline", "label-zero-width", "ident-newline", "location-newline"])
+def test_sql_rendering_refuses_a_trailing_newline(make):
+    from hooks.sql_render import UnsafeSqlValue
+
+    with pytest.raises(UnsafeSqlValue, match=r"\\n|\\u200b"):
+        make()
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/lake/results/rnaseq/1.0/project=demo\n/x.json",
+                                 "file:///tmp/lake/project=demo%0A/x.json", "file:///tmp/lake/x#y.json",
+                                 "s3://lake/results/project=demo\r/x.json", "s3://lake/x.json?versionId=1"])
+def test_the_lake_refuses_a_uri_that_urlparse_would_shorten(tmp_path, uri):
+    from genomics_steps import runtime
+    from genomics_steps.names import InvalidName
+    from hooks import lake
+    from platform_settings import PlatformSettings
+
+    uri = uri.replace("file:///tmp/lake", tmp_path.as_uri())
+    with pytest.raises(InvalidName, match="URI"):
+        lake.write_text(PlatformSettings.resolve(), uri, "{}")
+    with pytest.raises(InvalidName, match="URI"):
+        runtime.write_uri(uri, b"{}")
+    assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0\n"], {}, "--pipeline-version '1.0\\n'"),
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0", "--input-prefix", "file:///r/\n"], {},
+     "--input-prefix 'file:///r/\\n'"),
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0"], {"GENOMICS_PROJECT": "demo\n"},
+     "GENOMICS_PROJECT 'demo\\n'"),
+    (["genomics_steps.read_stats", "--pipeline-version", "1.0\u2028"], {}, "--pipeline-version '1.0\\u2028'"),
+])
+def test_a_step_started_by_hand_with_a_bad_argument_refuses_to_run(tmp_path, args, env, named):
+    done = run_step(step_env(tmp_path, "S1", **env), *args)
+    assert done.returncode == 64, done.stderr
+    assert named in done.stderr
+    assert list(tmp_path.rglob("*")) == [], "nothing written to the lake"
+
+
 # --- the step package --------------------------------------------------------------------------------
 def step_env(lake_dir: Path, sample: str, pipeline: str = "rnaseq", **extra) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "include"), "GENOMICS_LAKE_URI": f"file://{lake_dir}",
@@ -241,6 +417,22 @@ def test_a_failing_tool_ends_the_job_with_its_exit_code_and_its_own_error_last(t
     assert not (lake / "results/rnaseq/1.0/project=P1/sample=BAD/fastp/metrics.json").exists()
 
 
+def test_a_tool_that_reports_its_error_on_stdout_has_that_error_in_the_failure(tmp_path, monkeypatch):
+    from genomics_steps.step import Step, StepFailed
+
+    monkeypatch.setenv("GENOMICS_LAKE_URI", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("GENOMICS_PROJECT", "P1")
+    step = Step("fit", output_prefix=(tmp_path / "out").as_uri(), outputs=[], tools=[])
+    tool = [sys.executable, "-c", "import sys; print('progress 1', flush=True); "
+                                  "sys.stderr.write('warning 2\\n'); sys.stderr.flush(); "
+                                  "print('ERROR: Cannot write log file x/fit.log', flush=True); sys.exit(3)"]
+    with pytest.raises(StepFailed) as failed:
+        step.run(tool)
+    assert failed.value.exit_code == 3
+    assert str(failed.value).endswith(
+        "exited with code 3:\nprogress 1\nwarning 2\nERROR: Cannot write log file x/fit.log")
+
+
 def test_reads_that_fastp_cannot_parse_stop_the_step(tmp_path):
     raw = tmp_path / "lake/raw/P1"
     raw.mkdir(parents=True)
@@ -253,6 +445,58 @@ def test_reads_that_fastp_cannot_parse_stop_the_step(tmp_path):
 def test_a_missing_input_is_named(tmp_path):
     out = run_step(step_env(tmp_path / "lake", "NOPE"), "genomics_steps.rnaseq", "fastp", "--pipeline-version", "1")
     assert out.returncode == 66 and "NOPE_R1.fastq.gz does not exist" in out.stderr
+
+
+TRANSITIONS = [("A", "G"), ("G", "A"), ("C", "T"), ("T", "C")]
+TRANSVERSIONS = [("A", "C"), ("C", "A"), ("G", "T"), ("T", "A")]
+
+
+def write_calls(path: Path, transitions: int, transversions: int) -> Path:
+    """A bgzipped one-sample VCF of heterozygous SNVs: ``transitions`` of them, then ``transversions``."""
+    snvs = [TRANSITIONS[i % 4] for i in range(transitions)] + [TRANSVERSIONS[i % 4] for i in range(transversions)]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=100000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1"]
+    lines += [f"chr1\t{100 + 10 * i}\t.\t{ref}\t{alt}\t50\tPASS\t.\tGT\t0/1" for i, (ref, alt) in enumerate(snvs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(subprocess.run(["bgzip", "-c"], input="\n".join(lines).encode() + b"\n", capture_output=True,
+                                    check=True).stdout)
+    return path
+
+
+@pytest.mark.parametrize(("transitions", "transversions", "ts_tv"), [(16, 0, None), (10, 3, 10 / 3)])
+def test_bcftools_stats_give_transition_and_transversion_counts_and_a_ratio_only_when_defined(
+        tmp_path, transitions, transversions, ts_tv):
+    """bcftools prints the ratio of 16 transitions to no transversions as 0.00 (and 10/3 as 3.33)."""
+    from genomics_steps.germline import stats_qc
+
+    vcf = write_calls(tmp_path / "calls.vcf.gz", transitions, transversions)
+    report = subprocess.run(["bcftools", "stats", str(vcf)], capture_output=True, text=True, check=True).stdout
+    qc = stats_qc(report)
+    assert (qc["transitions"], qc["transversions"]) == (transitions, transversions)
+    assert qc["ts_tv"] == pytest.approx(ts_tv) if ts_tv else qc["ts_tv"] is None
+    assert qc["snvs"] == qc["records"] == transitions + transversions
+
+
+def test_a_sample_without_transversions_publishes_its_ts_tv_as_null(local):
+    from hooks import backend
+    from operators.publish import PublishTableOperator
+    from tests.conftest import task_context
+
+    lake = Path(local.lake_root.removeprefix("file://"))
+    call = layout.step_prefix(local.lake_root, "germline", "1.0", "P1", "S1", "call")
+    write_calls(Path(call.removeprefix("file://")) / "calls.vcf.gz", 16, 0)
+    out = run_step(step_env(lake, "S1", "germline"), "genomics_steps.germline", "stats", "--pipeline-version", "1.0")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((lake / "results/germline/1.0/project=P1/sample=S1/stats/metrics.json").read_text())
+    assert metrics["metrics"]["ts_tv"] is None and metrics["metrics"]["transitions"] == 16
+
+    PublishTableOperator(task_id="publish_qc_metrics", table="qc_metrics", project="P1", pipeline="germline",
+                         pipeline_version="1.0", units=["S1"]).execute(task_context(task_id="publish_qc_metrics"))
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN ('transitions', 'transversions', "
+        "'ts_tv') ORDER BY metric")
+    assert rows == [("transitions", 16.0), ("transversions", 0.0), ("ts_tv", None)]
 
 
 def test_the_step_package_needs_neither_airflow_nor_the_project_venv():
@@ -293,13 +537,25 @@ def test_job_images_install_the_package_lists_that_dev_installs_locally():
     for image, packages in tools.items():
         listed = {line.split("#")[0].strip() for line in (ROOT / f"docker/{image}/packages.txt").read_text().splitlines()}
         assert packages <= listed
-        if image == "gwas":  # built on regenie's image, not the shared Debian one
+        if image == "gwas":  # its own Dockerfile: a stage compiles regenie
             dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
             assert "COPY docker/gwas/packages.txt" in dockerfile and "include/genomics_steps" in dockerfile
         else:
             assert image in built_from_steps
     assert "FROM apache/airflow:3.3" in (ROOT / "docker/airflow/Dockerfile").read_text()
-    assert "ARG REGENIE_IMAGE=ghcr.io/rgcgithub/regenie/" in (ROOT / "docker/gwas/Dockerfile").read_text()
+
+
+def test_the_gwas_image_builds_the_regenie_release_the_tests_validate():
+    """The regenie engine's results are checked with ../shared/tools/regenie (test_gwas.py); the image must
+    compile the same release at the same commit."""
+    validated = (ROOT.parent / "shared/tools/regenie/README.md").read_text()
+    version = re.search(r"regenie (\d+\.\d+\.\d+)", validated).group(1)
+    commit = re.search(r"commit ([0-9a-f]{7,40})", validated).group(1)
+    dockerfile = (ROOT / "docker/gwas/Dockerfile").read_text()
+    assert f"ARG REGENIE_VERSION=v{version}\n" in dockerfile
+    assert f"ARG REGENIE_COMMIT={commit}\n" in dockerfile
+    assert "COPY --from=regenie /build/regenie/build/regenie /usr/local/bin/regenie" in dockerfile
+    assert "libgfortran5 libgomp1" in dockerfile, "the run-time libraries regenie links"
 
 
 # --- the sample registry -------------------------------------------------------------------------------
@@ -399,6 +655,14 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
         assert synthetic.snv_recall(lake, "e2e", sample, called) >= 0.9
     _, qc = backend.query_engine(local).fetch("SELECT DISTINCT tool FROM qc_metrics ORDER BY 1")
     assert qc == [("bcftools",), ("samtools",)]
+    _, tstv = backend.query_engine(local).fetch(
+        "SELECT sample_id, metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN "
+        "('transitions', 'transversions', 'ts_tv')")
+    for sample in samples:
+        got = {m: v for s, m, v in tstv if s == sample}
+        assert got["transitions"] + got["transversions"] > 0
+        assert got["ts_tv"] == (pytest.approx(got["transitions"] / got["transversions"]) if got["transversions"]
+                                else None)
 
 
 @pytest.mark.e2e
@@ -445,6 +709,41 @@ def test_bad_run_config_through_airflow_submits_nothing(local, dagbag, change, c
         assert run.state == "failed"
         assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
     assert _jobs(local) == 0
+
+
+def _results(local) -> list[Path]:
+    return [p for p in (Path(local.local_home) / "lake" / "results").rglob("*") if p.is_file()]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("change", [{"project": "demo\n"}, {"pipeline_version": "1.0\n"}])
+def test_a_trailing_newline_never_reaches_another_projects_results(local, dagbag, monkeypatch, capfd, caplog,
+                                                                   change):
+    """The issue's repro: `airflow dags test rnaseq -c '{"project": "demo\\n", ...}'` ran two jobs that wrote
+    into the real demo project. The Params refuse it; and with the schema's pattern gone (a DAG version
+    that forgot it), the plan still refuses it: no job, nothing under results/."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    synthetic.write_sample(lake, "demo", "synthetic-v1", "RNA4", "rnaseq")
+    dag = dagbag.dags["rnaseq"]
+    _no_retries(dag)
+    conf = {"project": "demo", "reference": "synthetic-v1", "samples": ["RNA4"], **change}
+    with pytest.raises(ParamValidationError, match=re.escape(repr(next(iter(change.values()))))):
+        dag.test(run_conf=conf)
+    assert _jobs(local) == 0
+
+    (field,) = change
+    for params in [dag.params, *(task.params for task in dag.tasks)]:  # each task holds a copy
+        if field in params:
+            monkeypatch.delitem(params.get_param(field).schema, "pattern")
+    run = dag.test(run_conf=conf)
+    assert run.state == "failed"
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
+    out, err = capfd.readouterr()
+    assert f"{field} {next(iter(change.values()))!r} is not a name" in out + err + caplog.text
+    assert _jobs(local) == 0 and _results(local) == []
 
 
 @pytest.mark.e2e

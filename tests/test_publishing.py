@@ -297,14 +297,16 @@ def test_gene_quant_sums_transcripts_and_job_runs_gives_compute_per_sample(local
     runs = staging_uri(local.lake_root, "job_runs", "rnaseq", run_scope(CONTEXT["run_id"]), "P1")
     lake.write_text(local, f"{runs}sample_id=A1/salmon-j1.tsv",
                     "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t"
-                    "capacity_type\tinstance_type\nj1\tsalmon\tSUCCEEDED\t2\t1000\t3601000\t4\t8192\tspot\tSPOT\t\n")
+                    "capacity_type\tinstance_type\tcontainer_reason\tjob_definition\treused_from\n"
+                    "j1\tsalmon\tSUCCEEDED\t2\t1000\t3601000\t4\t8192\tspot\tSPOT\t\t\tgenomics-rnaseq:3\t\n")
     publish_op(["A1"], table="gene_quant").execute(task_context(**CONTEXT))
     publish_op(["A1"], table="job_runs").execute(task_context(**CONTEXT))
 
     assert rows(local, "SELECT gene_id, transcripts, tpm, num_reads FROM gene_quant ORDER BY gene_id") == [
         ("G1", 2, 125.5, 60.0), ("G2", 1, 3.0, 1.0)]
     assert rows(local, "SELECT step, attempts, runtime_seconds, vcpu_hours, gib_hours, capacity_type, "
-                       "instance_type FROM job_runs") == [("salmon", 2, 3600.0, 4.0, 8.0, "SPOT", None)]
+                       "instance_type, container_reason, job_definition, reused_from FROM job_runs") == [
+        ("salmon", 2, 3600.0, 4.0, 8.0, "SPOT", None, None, "genomics-rnaseq:3", None)]
 
 
 # --- the AWS path ----------------------------------------------------------------------------------
@@ -425,3 +427,15 @@ def test_catalog_document_refuses_a_writer_holding_an_old_version(world, request
     assert not store.put_catalog("x", {"live": [3]}, version), "a stale writer must re-read"
     assert store.get_catalog("x") == (version + 1, {"live": [2]})
     assert json.dumps(store.get_catalog("missing")) == "[0, null]"
+
+
+def test_job_facts_are_staged_with_the_columns_the_staging_table_declares():
+    """job_facts.COLUMNS is the staged header; include/sql/staging/job_runs.sql must read the same columns."""
+    import re
+
+    from job_facts import COLUMNS
+
+    sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / "job_runs.sql").read_text()
+    block = sql.split("{% block columns %}", 1)[1].split("{% endblock %}", 1)[0]
+    declared = tuple(re.findall(r"^\s*([a-z_]+)\s+\w+,?\s*$", block, flags=re.M))
+    assert declared == COLUMNS

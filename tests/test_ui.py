@@ -171,3 +171,25 @@ def test_rnaseq_trigger_with_defaults_creates_a_run(airflow_ui, browser):
     assert len(runs) == runs_before + 1
     assert runs[-1]["conf"]["project"] == "demo" and runs[0]["conf"]["input_uri"] is None
     assert _get_json(f"{airflow_ui}/api/v2/dags/rnaseq")["is_paused"] is True
+
+
+def test_rnaseq_trigger_form_accepts_good_names_under_the_full_match_patterns(airflow_ui, browser):
+    """The Params' patterns end in (?![\\s\\S]) so that "demo\\n" is refused; ordinary names with dots, dashes
+    and underscores must still go through the form and become the run's config."""
+    from selenium.webdriver.common.keys import Keys
+
+    _open_trigger_form(browser, airflow_ui, "rnaseq")
+    values = {"project": "proj_1.x-2", "pipeline_version": "2.0-rc.1", "input_uri": "s3://my-bucket/runs/fc_1/"}
+    for name, value in values.items():
+        field = _wait(browser, f"//input[@id='element_{name}']")
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.BACKSPACE)
+        field.send_keys(value)
+    runs_before = len(_dag_runs(airflow_ui, "rnaseq"))
+    _keep_paused(browser)
+    _submit_button(browser).click()
+    deadline = time.monotonic() + 30
+    while len(runs := _dag_runs(airflow_ui, "rnaseq")) == runs_before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(runs) == runs_before + 1, "the form refused good values"
+    assert any(all(run["conf"].get(k) == v for k, v in values.items()) for run in runs)

@@ -110,17 +110,29 @@ def stats(args) -> None:
         return
     vcf = step.input(step.sibling("call") + "calls.vcf.gz")
     step.run(["bcftools", "stats", str(vcf)], stdout=step.out("stats.txt"))
+    qc = stats_qc(step.out("stats.txt").read_text())
+    step.stage_qc("bcftools", qc)
+    step.finish(**qc)
+
+
+def stats_qc(text: str) -> dict[str, float | None]:
+    """The QC numbers of a ``bcftools stats`` report of one VCF.
+
+    Transitions and transversions are given as counts, and ``ts_tv`` is their ratio, or None when it is
+    undefined (no transversions): bcftools prints that case as "0.00", which would read as "all transversions".
+    """
     names = {"number of records:": "records", "number of SNPs:": "snvs", "number of indels:": "indels",
              "number of multiallelic sites:": "multiallelic_sites"}
-    qc: dict[str, float] = {}
-    for line in step.out("stats.txt").read_text().splitlines():
+    qc: dict[str, float | None] = {}
+    for line in text.splitlines():
         fields = line.split("\t")
         if fields[0] == "SN" and fields[2] in names:
             qc[names[fields[2]]] = float(fields[3])
-        elif fields[0] == "TSTV":
-            qc["ts_tv"] = float(fields[4])
-    step.stage_qc("bcftools", qc)
-    step.finish(**qc)
+        elif fields[0] == "TSTV":  # [2]id [3]ts [4]tv [5]ts/tv rounded to two decimals, then the same for 1st ALTs
+            transitions, transversions = int(fields[2]), int(fields[3])
+            qc["transitions"], qc["transversions"] = transitions, transversions
+            qc["ts_tv"] = transitions / transversions if transversions else None
+    return qc
 
 
 COMMANDS = {

@@ -8,7 +8,8 @@
 
 - step1, once: splits the variants of the .bim into step-2 chunks (whole chromosome ranges of at most N
   variants) and, with regenie, fits the whole-genome ridge model (``regenie --step 1``) whose per-chromosome
-  predictions every step-2 job reads from the shared file system. plink2 has no such model: its step 1 only
+  predictions every step-2 job reads from the shared file system; with ``--step1-predictions`` it points
+  step 2 at an earlier fit's LOCO files instead of fitting. plink2 has no such model: its step 1 only
   plans the chunks and counts the samples per trait.
 - step2, per chunk (an array job): association tests of the chunk's variants against every trait
   (``regenie --step 2 --range`` or ``plink2 --glm --chr --from-bp --to-bp``), normalised to one table.
@@ -32,7 +33,7 @@ import sys
 from pathlib import Path
 
 from genomics_steps import layout
-from genomics_steps.runtime import current_sample, fsx, write_uri
+from genomics_steps.runtime import current_sample, fsx, on_fsx, write_uri
 from genomics_steps.step import Step, StepFailed, begin, main_of, threads
 
 PIPELINE = "regenie_gwas"
@@ -51,6 +52,9 @@ def step_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=1000)
     parser.add_argument("--variants-per-job", type=int, default=200_000)
     parser.add_argument("--pipeline-version", required=True)
+    parser.add_argument("--step1-predictions", default="",
+                        help="URI of a regenie _pred.list with its LOCO files beside it: step 1 uses them "
+                             "instead of fitting the model")
 
 
 def output_dir() -> Path:
@@ -131,11 +135,14 @@ def step1(args) -> None:
     files = inputs(step, args)
     counts = _trait_counts(files["pheno"], traits)
     chunks = chunk_plan(files["bim"], args.variants_per_job)
-    if args.engine == "regenie":
+    fit = output_dir() / "step1" / "fit"  # regenie writes fit.log, fit_pred.list, fit_<n>.loco; step 2 reads them
+    fit.parent.mkdir(parents=True, exist_ok=True)  # regenie creates no folder: it stops at writing its log
+    if args.engine == "regenie" and args.step1_predictions:
+        reuse_predictions(step, args.step1_predictions, traits, Path(f"{fit}_pred.list"))
+    elif args.engine == "regenie":
         argv = ["regenie", "--step", "1", "--bed", str(files["bed"].with_suffix("")), "--phenoFile",
                 str(files["pheno"]), "--phenoColList", args.traits, "--bsize", str(args.block_size), "--lowmem",
-                "--lowmem-prefix", str(step.work / "tmp"), "--threads", str(threads()),
-                "--out", str(output_dir() / "step1" / "fit")]
+                "--lowmem-prefix", str(step.work / "tmp"), "--threads", str(threads()), "--out", str(fit)]
         if "covar" in files:
             argv += ["--covarFile", str(files["covar"])]
         if args.trait_type == "binary":
@@ -147,7 +154,29 @@ def step1(args) -> None:
     write_uri(layout.chunk_plan_uri(step.lake, os.environ.get("GENOMICS_DAG_ID", PIPELINE),
                                     os.environ["GENOMICS_RUN_ID"], mounted["file_system_id"]),
               json.dumps(plan).encode())  # for Airflow, which cannot read the file system
-    step.finish(chunks=len(chunks), variants=sum(c["variants"] for c in chunks), samples_per_trait=counts)
+    step.finish(chunks=len(chunks), variants=sum(c["variants"] for c in chunks), samples_per_trait=counts,
+                step1_predictions=args.step1_predictions or None)
+
+
+def reuse_predictions(step: Step, uri: str, traits: list[str], pred_list: Path) -> None:
+    """Write ``pred_list`` naming the LOCO files of an earlier step 1 (``uri``, a _pred.list whose LOCO files are
+    beside it) as this file system sees them: the paths inside ``uri`` are where that step 1 wrote them."""
+    def linked(file_uri: str) -> Path:  # every step-2 job reads it: it must be on the file system, not a copy
+        path = on_fsx(file_uri)
+        if path is None or not path.is_file():
+            raise StepFailed(f"{file_uri} is not on the run's file system (its folder is linked by the plan)", 66)
+        return path
+
+    folder = uri.rsplit("/", 1)[0] + "/"
+    lines = {}
+    for line in linked(uri).read_text().splitlines():
+        fields = line.split()
+        if fields:
+            lines[fields[0]] = f"{fields[0]} {linked(folder + fields[-1].rsplit('/', 1)[-1])}"
+    if sorted(lines) != sorted(traits):
+        raise StepFailed(f"{uri} has predictions for {sorted(lines)}, the run tests {sorted(traits)}", 65)
+    pred_list.write_text("".join(lines[t] + "\n" for t in traits))
+    print(f"step 1 model reused from {uri}: {len(traits)} trait(s), no regenie --step 1", flush=True)
 
 
 def _float(value: str) -> float | None:

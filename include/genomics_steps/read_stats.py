@@ -15,7 +15,7 @@ import os
 import random
 import sys
 
-from genomics_steps.runtime import current_sample, staging_uri, write_uri
+from genomics_steps.runtime import argument_problems, current_sample, staging_uri, write_uri
 
 
 def simulate_reads(sample: str, count: int) -> list[str]:
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-version", default="1")
     parser.add_argument("--fail-sample", default="", help="exit 2 for this sample (to show failure handling)")
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:
+        print("read_stats refused its arguments:\n - " + "\n - ".join(problems), file=sys.stderr)
+        return 64  # EX_USAGE
     sample = current_sample()
     print(f"sample {sample}: job {os.environ.get('AWS_BATCH_JOB_ID')} attempt {os.environ.get('AWS_BATCH_JOB_ATTEMPT')}")
     if sample == args.fail_sample:

@@ -8,9 +8,17 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from genomics_steps import layout
+from genomics_steps.names import GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
+
+# Arguments a step takes, checked by the job itself before it reads or writes anything: a job started by hand
+# (or by anything other than our operator) with a bad value fails instead of writing somewhere else.
+ARGUMENT_RULES: dict[str, Rule] = {"pipeline_version": LABEL, "reference": LABEL, "series": GSE}
+ENVIRONMENT_RULES: dict[str, Rule] = {"GENOMICS_PROJECT": LABEL, "GENOMICS_PIPELINE": LABEL,
+                                      "GENOMICS_SAMPLE": SAMPLE_ID}
 
 
 @functools.cache
@@ -22,7 +30,7 @@ def _s3():
 
 
 def read_uri(uri: str) -> bytes:
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("URI", uri))
     if parsed.scheme == "file":
         return Path(unquote(parsed.path)).read_bytes()
     if parsed.scheme == "s3":
@@ -32,7 +40,7 @@ def read_uri(uri: str) -> bytes:
 
 
 def write_uri(uri: str, data: bytes) -> None:
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("URI", uri))
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +54,7 @@ def write_uri(uri: str, data: bytes) -> None:
 
 
 def exists_uri(uri: str) -> bool:
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("URI", uri))
     if parsed.scheme == "file":
         return Path(unquote(parsed.path)).is_file()
     if parsed.scheme == "s3":
@@ -64,7 +72,7 @@ def exists_uri(uri: str) -> bool:
 
 def download(uri: str, path: Path) -> Path:
     """Stage one input file from s3:// or file:// to ``path`` (streamed; multipart for large objects)."""
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("URI", uri))
     path.parent.mkdir(parents=True, exist_ok=True)
     if parsed.scheme == "file":
         source = Path(unquote(parsed.path))
@@ -80,7 +88,7 @@ def download(uri: str, path: Path) -> Path:
 
 def upload(path: Path, uri: str) -> None:
     """Upload one output file; a reader never sees half of it (rename on file://, one object on S3)."""
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("URI", uri))
     if parsed.scheme == "file":
         target = Path(unquote(parsed.path))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,17 +101,37 @@ def upload(path: Path, uri: str) -> None:
         raise ValueError(f"unsupported URI {uri!r}")
 
 
+def argument_problems(args: Any, environ: dict[str, str] | None = None) -> list[str]:
+    """What is wrong with a step's parsed arguments and its GENOMICS_* environment (empty: nothing)."""
+    env = os.environ if environ is None else environ
+    values = vars(args)
+    checks = [(rule, "--" + key.replace("_", "-"), values[key]) for key, rule in ARGUMENT_RULES.items()
+              if values.get(key) is not None]
+    checks += [(rule, key, env[key]) for key, rule in ENVIRONMENT_RULES.items() if env.get(key)]
+    problems = problems_in(checks)
+    if values.get("input_prefix") and not LOCATION.ok(values["input_prefix"]):
+        problems.append(LOCATION.problem("--input-prefix", values["input_prefix"]))
+    if isinstance(values.get("samples"), list) and (bad := bad_items(SAMPLE_ID, "--samples", values["samples"])):
+        problems.append(bad)
+    if env.get("GENOMICS_LAKE_URI"):
+        try:
+            check_uri("GENOMICS_LAKE_URI", env["GENOMICS_LAKE_URI"])
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def current_sample(environ: dict[str, str] | None = None) -> str:
     """The sample this job (or this array child) processes."""
     env = os.environ if environ is None else environ
     if env.get("GENOMICS_SAMPLE"):
-        return env["GENOMICS_SAMPLE"]
+        return SAMPLE_ID.check("GENOMICS_SAMPLE", env["GENOMICS_SAMPLE"])
     manifest_uri = env.get("GENOMICS_MANIFEST_URI")
     index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")
     if not manifest_uri or index is None:
         raise RuntimeError("no GENOMICS_SAMPLE, and no manifest with AWS_BATCH_JOB_ARRAY_INDEX: which sample is this?")
     samples = json.loads(read_uri(manifest_uri))["samples"]
-    return samples[int(index)]
+    return SAMPLE_ID.check(f"sample {index} of the manifest {manifest_uri}", samples[int(index)])
 
 
 def staging_uri(dataset: str, scope: str, environ: dict[str, str] | None = None) -> str:

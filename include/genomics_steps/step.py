@@ -6,8 +6,8 @@ forced), stages inputs with ``input()``, runs its tools with ``run()`` / ``pipe(
 shell), stages rows for publishing with ``stage_rows()``, and ends with ``finish()``: outputs are uploaded
 first and ``metrics.json`` last, so its presence means the step is complete.
 
-A tool that fails ends the job with the tool's exit code, and the tool's own last lines of stderr are the last
-lines of the job log, where the Airflow task's failure message quotes them from.
+A tool that fails ends the job with the tool's exit code, and the tool's own last lines (stderr, and stdout when
+it is not the step's data) are the last lines of the job log, where the Airflow task's failure message quotes them from.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from genomics_steps import layout
-from genomics_steps.runtime import current_sample, download, exists_uri, on_fsx, staging_uri, upload, write_uri
+from genomics_steps.runtime import (
+    argument_problems,
+    current_sample,
+    download,
+    exists_uri,
+    on_fsx,
+    staging_uri,
+    upload,
+    write_uri,
+)
 
 ERROR_TAIL_LINES = 25
 
@@ -164,22 +173,26 @@ class Step:
         self.pipe([argv], stdout=stdout)
 
     def pipe(self, commands: list[list[str]], *, stdout: Path | None = None) -> None:
-        """Run ``a | b | c`` as processes joined by pipes (no shell). Each tool's stderr goes to the job log;
-        if any fails, StepFailed carries its exit code and the last lines it wrote."""
-        logs = [self.work / f"{i}-{Path(argv[0]).name}.stderr" for i, argv in enumerate(commands)]
+        """Run ``a | b | c`` as processes joined by pipes (no shell). What each tool says goes to the job log:
+        its stderr, and its stdout too unless that is piped on or written to ``stdout`` (regenie, for one,
+        reports its errors on stdout). If any fails, StepFailed carries its exit code and the last lines it said."""
+        logs = [self.work / f"{i}-{Path(argv[0]).name}.log" for i, argv in enumerate(commands)]
         procs: list[subprocess.Popen] = []
         out_fh = open(stdout, "wb") if stdout else None
         try:
             for i, argv in enumerate(commands):
                 print("+ " + " ".join(argv), flush=True)
                 last = i == len(commands) - 1
+                said = open(logs[i], "wb")
+                talks_on_stdout = last and out_fh is None  # its stdout is a message, not data
                 procs.append(subprocess.Popen(
                     argv,
                     stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
-                    stdout=(out_fh or subprocess.DEVNULL) if last else subprocess.PIPE,
-                    stderr=open(logs[i], "wb"),
+                    stdout=said if talks_on_stdout else (out_fh if last else subprocess.PIPE),
+                    stderr=subprocess.STDOUT if talks_on_stdout else said,
                     cwd=self.work,
                 ))
+                said.close()  # the child holds its own copy
                 if len(procs) > 1:
                     procs[-2].stdout.close()  # the reader owns the pipe now: a dying reader stops the writer
             codes = [p.wait() for p in procs]
@@ -281,6 +294,10 @@ def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     for name, (add_args, _) in commands.items():
         add_args(sub.add_parser(name))
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:
+        print(f"step {args.command} refused its arguments:\n - " + "\n - ".join(problems), file=sys.stderr, flush=True)
+        return 64  # EX_USAGE
     print(f"step {args.command}: job {os.environ.get('AWS_BATCH_JOB_ID')} attempt "
           f"{os.environ.get('AWS_BATCH_JOB_ATTEMPT')}", flush=True)
     try:

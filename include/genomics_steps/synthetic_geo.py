@@ -8,7 +8,10 @@ the same mirror). Their samples are real SRA archives: reads simulated from the 
 fasterq-dump reads them as it reads NCBI's. Among them, on purpose:
 - a sample sequenced in two runs (the download joins them);
 - on days with two series, a sample of very low base quality (QC fails it);
-- a single-end sample (ingestion skips it: the pipelines take paired-end reads).
+- a single-end sample (ingestion skips it: the pipelines take paired-end reads);
+- on days with two series, a second series like recent real ones (GSE292461 in shared/real-data/eutils): its
+  document has ``"extrelations": []`` and only its ``bioproject``, so its runs are found through the BioProject.
+Every series has a BioProject and every experiment names it (``<Bioproject>`` in its expxml), as NCBI's do.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def series_of_day(day: date) -> list[dict]:
                 "quality": "#" if (k == 1 and j == 1) else "I",
                 "layout": "SINGLE" if (k == 0 and j == 2) else "PAIRED",
             })
-        series.append({"gse": f"GSE{n * 10 + k}", "srp": f"SRP{n * 10 + k}", "samples": samples, "day": day})
+        series.append({"gse": f"GSE{n * 10 + k}", "srp": f"SRP{n * 10 + k}", "bioproject": f"PRJNA{n * 10 + k}",
+                       "sra_link": k == 0, "samples": samples, "day": day})
     return series
 
 
@@ -59,8 +63,9 @@ def _gds_document(s: dict) -> dict:
         "gdstype": "Expression profiling by high throughput sequencing", "pdat": s["day"].strftime("%Y/%m/%d"),
         "suppfile": "", "n_samples": len(s["samples"]),
         "samples": [{"accession": x["gsm"], "title": f"{x['gsm']} synthetic sample"} for x in s["samples"]],
-        "relations": [], "extrelations": [{"relationtype": "SRA", "targetobject": s["srp"],
-                                           "targetftplink": ""}],
+        "relations": [], "bioproject": s["bioproject"],
+        "extrelations": [{"relationtype": "SRA", "targetobject": s["srp"], "targetftplink": ""}]
+        if s["sra_link"] else [],
     }
 
 
@@ -73,11 +78,12 @@ def _sra_document(s: dict, sample: dict, runs: list[tuple[str, int, int]]) -> di
               f'<Platform instrument_model="Illumina NovaSeq 6000">ILLUMINA</Platform></Summary>'
               f'<Experiment acc="{srx}" ver="1" status="public" name="{sample["gsm"]}: synthetic sample; '
               f'Homo sapiens; RNA-Seq"/><Study acc="{s["srp"]}" name="{s["gse"]}"/>'
-              f'<Organism taxid="9606" ScientificName="Homo sapiens"/>'
+              f'<Organism taxid="9606" ScientificName="Homo sapiens"/><Sample acc="SRS{sample["gsm"][3:]}" name=""/>'
               f'<Library_descriptor><LIBRARY_NAME>{sample["gsm"]}</LIBRARY_NAME>'
               f'<LIBRARY_STRATEGY>RNA-Seq</LIBRARY_STRATEGY><LIBRARY_SOURCE>TRANSCRIPTOMIC</LIBRARY_SOURCE>'
               f'<LIBRARY_SELECTION>cDNA</LIBRARY_SELECTION><LIBRARY_LAYOUT><{sample["layout"]}/></LIBRARY_LAYOUT>'
-              f'</Library_descriptor>')
+              f'</Library_descriptor><Bioproject>{s["bioproject"]}</Bioproject>'
+              f'<Biosample>SAMN{sample["gsm"][3:]}</Biosample>')
     return {"uid": srx[3:], "expxml": expxml, "runs": run_xml, "extra": "",
             "createdate": s["day"].strftime("%Y/%m/%d"), "updatedate": s["day"].strftime("%Y/%m/%d")}
 

@@ -24,8 +24,9 @@ def summarize(settings: PlatformSettings, job: dict[str, Any], spec: JobSpec) ->
     return summary
 
 
-def failure_message(settings: PlatformSettings, summary: dict[str, Any]) -> str:
-    """Why the job failed, for the task's error: the reason, each failed child, and the end of their logs."""
+def failure_message(settings: PlatformSettings, summary: dict[str, Any], memory_mib: int) -> str:
+    """Why the job failed, for the task's error: the reason, each failed child, and the end of their logs;
+    ``memory_mib``, what the job had, for the advice on an out-of-memory kill."""
     lines = [
         f"Batch job {summary['job_id']} ({summary['job_name']}) FAILED after {summary['attempts']} attempt(s): "
         f"{summary['status_reason'] or 'no reason given'}"
@@ -34,13 +35,15 @@ def failure_message(settings: PlatformSettings, summary: dict[str, Any]) -> str:
         failed = [c for c in summary["samples"] if c["status"] != "SUCCEEDED"]
         lines.append(f"{len(failed)} of {len(summary['samples'])} samples failed:")
         lines += [
-            f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({c['status_reason']}); log: {c['log']}"
+            f"  {c['sample']}: {c['status']} exit code {c['exit_code']} ({_reasons(c)})"
+            f"{_memory_hint(c, memory_mib)}; log: {c['log']}"
             for c in failed[:MAX_FAILED_LISTED]
         ]
         streams = [(f"sample {c['sample']}", c["log_stream"]) for c in failed[:LOG_TAILS]]
     else:
-        hint = " (killed: over its memory, or by a signal)" if summary["exit_code"] == 137 else ""
-        lines.append(f"exit code {summary['exit_code']}{hint}; log: {summary['log']}")
+        if summary.get("container_reason"):
+            lines.append(f"container: {summary['container_reason']}")
+        lines.append(f"exit code {summary['exit_code']}{_memory_hint(summary, memory_mib)}; log: {summary['log']}")
         streams = [(f"job {summary['job_id']}", summary.get("log_stream", ""))]
     return "\n".join(lines + log_tails(settings, streams))
 
@@ -66,6 +69,8 @@ def children(settings: PlatformSettings, parent_id: str, samples: list[str]) -> 
                 "attempts": state.attempts if state else 0,
                 "exit_code": state.exit_code if state else None,
                 "status_reason": state.status_reason if state else "",
+                "container_reason": state.container_reason if state else "",
+                "out_of_memory": state.out_of_memory if state else False,
                 "started_at": state.started_at if state else None,
                 "stopped_at": state.stopped_at if state else None,
                 "log": log_location(settings, state.log_stream if state else ""),
@@ -73,6 +78,22 @@ def children(settings: PlatformSettings, parent_id: str, samples: list[str]) -> 
             }
         )
     return out
+
+
+def _memory_hint(job: dict[str, Any], memory_mib: int) -> str:
+    """What to do about a job (or child) Batch killed over its memory; its exit code proves nothing either
+    way (a real OOM kill was exit code 24, and Batch's own kills of a cancelled or timed-out job are 137)."""
+    if job.get("out_of_memory"):
+        return f" (out of memory: it exceeded its memory_mib={memory_mib}; give the step more memory)"
+    if job.get("exit_code") == 137:
+        return " (killed by a signal)"
+    return ""
+
+
+def _reasons(child: dict[str, Any]) -> str:
+    """A child's status reason, and its container reason when Batch gave one (an OOM kill shows only there)."""
+    reasons = [r for r in (child.get("status_reason"), child.get("container_reason")) if r]
+    return "; ".join(reasons) or "no reason given"
 
 
 def log_tails(settings: PlatformSettings, streams: list[tuple[str, str]]) -> list[str]:

@@ -11,20 +11,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from genomics_steps.names import ENV_NAME, LABEL, SAMPLE_ID, bad_items
+
 from batch_model import MAX_ARRAY_SIZE, MAX_TAGS, tag_value, validate_retry_strategy
 from platform_settings import PlatformSettings
 
-SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SUBMIT_PAYLOAD = 30 * 1024
 
 
 def check_static(*, step: str, vcpus: float, memory_mib: int, gpus: int, timeout_seconds: int | None,
                  retry_strategy: dict[str, Any]) -> None:
     """The arguments that are not templated: a wrong DAG fails when it is parsed."""
-    if not STEP_ID.match(step):
-        raise ValueError(f"step {step!r} must match {STEP_ID.pattern}")
+    LABEL.check("step", step)
     if not (0 < float(vcpus) <= 256):
         raise ValueError(f"vcpus must be in (0, 256], got {vcpus!r}")
     if not (isinstance(memory_mib, int) and memory_mib >= 4):
@@ -57,6 +55,7 @@ class JobSpec:
     environment: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     retry_strategy: dict[str, Any] = field(default_factory=dict)
+    reused_from: str = ""  # earlier results the job uses instead of computing them (job facts only)
 
     @classmethod
     def checked(cls, *, command: Any, project: Any, pipeline: Any, sample: Any, samples: Any, environment: Any,
@@ -66,29 +65,28 @@ class JobSpec:
             raise ValueError("command must be a list of strings (no shell string): the job runs it as argv")
         if not command or not all(isinstance(c, str) for c in command):
             raise ValueError(f"command must be a non-empty list of strings, got {command!r}")
-        for name, value in (("project", project), ("pipeline", pipeline)):
-            if not isinstance(value, str) or not STEP_ID.match(value):
-                raise ValueError(f"{name} {value!r} must match {STEP_ID.pattern}")
+        LABEL.check("project", project)
+        LABEL.check("pipeline", pipeline)
         if not isinstance(environment, dict):
             raise ValueError("environment must be a mapping of names to strings")
         for key, value in environment.items():
-            if not ENV_NAME.match(str(key)) or str(key).startswith("AWS_BATCH"):
+            if not ENV_NAME.ok(key) or key.startswith("AWS_BATCH"):
                 raise ValueError(f"environment variable name {key!r} is invalid or reserved")
             if not isinstance(value, str):
                 raise ValueError(f"environment variable {key} must be a string, got {type(value).__name__}")
         if sample is not None and samples is not None:
             raise ValueError("give either sample or samples, not both")
-        if sample is not None and not (isinstance(sample, str) and SAMPLE_ID.match(sample)):
-            raise ValueError(f"sample id {sample!r} must match {SAMPLE_ID.pattern}")
+        if sample is not None:
+            SAMPLE_ID.check("sample", sample)
         unit: list[str] = []
         if samples is not None:
             if not isinstance(samples, list) or not samples:
                 raise ValueError("samples must be a non-empty list of sample ids")
             if len(samples) > MAX_ARRAY_SIZE:
                 raise ValueError(f"an array job takes at most {MAX_ARRAY_SIZE} samples, got {len(samples)}")
-            bad = [s for s in samples if not (isinstance(s, str) and SAMPLE_ID.match(s))]
+            bad = bad_items(SAMPLE_ID, "samples", samples)
             if bad:
-                raise ValueError(f"invalid sample id(s) {bad[:5]!r}: each must match {SAMPLE_ID.pattern}")
+                raise ValueError(bad)
             if len(set(samples)) != len(samples):
                 raise ValueError("samples contains duplicates")
             unit = list(samples)

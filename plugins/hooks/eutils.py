@@ -12,9 +12,13 @@ records.
 
     discover(client, query, mindate, maxdate) -> list[GeoSeries]
 
-Per window: one esearch on gds (history), esummary pages of up to ``page_size`` series, one esearch on sra over
-the series' SRA studies (history), esummary pages of their experiments. Calls grow with the number of
-series / page_size, not with the number of samples.
+Per window: one esearch on gds (history), esummary pages of up to ``page_size`` series, then one esearch on sra
+per 100 links (history) and esummary pages of their experiments. A series' link to SRA is its BioProject
+(the ``bioproject`` field of its summary) and any SRA study its ``extrelations`` name;
+recent series often have ``"extrelations": []`` and only the BioProject (see shared/real-data/eutils). A series
+with neither is looked up by its GSE accession. Experiments are matched to samples by the GSM that GEO puts in
+each experiment's name. Series that are not sequencing (arrays) have no SRA runs and are not looked up. Calls
+grow with the number of series / page_size, not with the number of samples.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from genomics_steps.names import BIOPROJECT, GSE, GSM, SRA_RUN, SRA_STUDY
+
 BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 RATE_WITHOUT_KEY, RATE_WITH_KEY = 3.0, 10.0
-GSE = re.compile(r"^GSE\d{1,12}$")
-GSM = re.compile(r"^GSM\d{1,12}$")
-SRA_STUDY = re.compile(r"^[SED]RP\d{1,12}$")
-SRA_RUN = re.compile(r"^[SED]RR\d{1,12}$")
+SEQUENCING = "high throughput sequencing"  # in GEO's series type of every sequencing series
+TERMS_PER_SEARCH = 100
 # A search term: printable text with balanced quotes and parentheses; the window and the entry type are added
 # as separate E-utilities parameters and a bracketed clause, never by editing the user's text.
 QUERY_MAX = 500
@@ -66,9 +70,27 @@ class GeoSeries:
     series_type: str
     sra_studies: list[str]
     samples: list[GeoSample] = field(default_factory=list)
+    bioproject: str = ""  # the series' BioProject (PRJNA...), "" if GEO names none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> GeoSeries:
+        """The series ``to_dict`` gave (as the registry keeps an unresolved series for the next run)."""
+        return cls(**{**record, "samples": [GeoSample(**s) for s in record.get("samples", [])]})
+
+    @property
+    def sequencing(self) -> bool:
+        """A sequencing series (its reads are in SRA); array series have no SRA runs to find."""
+        return SEQUENCING in self.series_type.lower()
+
+    def sra_terms(self) -> list[str]:
+        """The db=sra search clauses that find this series' experiments: its BioProject and SRA studies, or,
+        without either, its GSE accession (accessions checked by pattern when parsed: never user text)."""
+        terms = [f"{self.bioproject}[BioProject]"] if self.bioproject else []
+        terms += [f"{study}[Accession]" for study in self.sra_studies]
+        return terms or [f"{self.gse}[All Fields]"]
 
 
 def check_query(query: Any) -> str:
@@ -223,16 +245,17 @@ def _error_of(document: Any) -> str | None:
 # --- parsing the documented formats ----------------------------------------------------------------
 def parse_gds_series(doc: dict[str, Any]) -> GeoSeries | None:
     """A GEO series from one db=gds esummary document; None for other entry types (GDS, GPL, GSM)."""
-    if doc.get("entrytype") != "GSE" or not GSE.match(str(doc.get("accession", ""))):
+    if doc.get("entrytype") != "GSE" or not GSE.ok(str(doc.get("accession", ""))):
         return None
     published = str(doc.get("pdat", "")).replace("/", "-")
     studies = sorted({rel["targetobject"] for rel in doc.get("extrelations", [])
-                      if rel.get("relationtype") == "SRA" and SRA_STUDY.match(str(rel.get("targetobject", "")))})
+                      if rel.get("relationtype") == "SRA" and SRA_STUDY.ok(str(rel.get("targetobject", "")))})
+    bioproject = str(doc.get("bioproject") or "")
     series = GeoSeries(gse=doc["accession"], title=str(doc.get("title", "")), published=published,
                        taxon=str(doc.get("taxon", "")), series_type=str(doc.get("gdstype", "")),
-                       sra_studies=studies)
+                       sra_studies=studies, bioproject=bioproject if BIOPROJECT.ok(bioproject) else "")
     series.samples = [GeoSample(gsm=s["accession"], title=str(s.get("title", "")))
-                      for s in doc.get("samples", []) if GSM.match(str(s.get("accession", "")))]
+                      for s in doc.get("samples", []) if GSM.ok(str(s.get("accession", "")))]
     return series
 
 
@@ -247,31 +270,40 @@ def parse_sra_experiment(doc: dict[str, Any]) -> dict[str, Any] | None:
     names = [exp.findtext("Library_descriptor/LIBRARY_NAME") or "",
              (exp.find("Experiment").get("name", "") if exp.find("Experiment") is not None else ""),
              exp.findtext("Summary/Title") or ""]
-    gsm = next((m.group(0) for n in names for m in [re.match(r"GSM\d+", n.strip())] if m), None)
+    gsm = next((m.group(0) for n in names for m in [re.match(r"GSM[0-9]+", n.strip())] if m), None)
     if gsm is None:
         return None
     layout_node = exp.find("Library_descriptor/LIBRARY_LAYOUT")
     layout = next((child.tag for child in layout_node), "unknown") if layout_node is not None else "unknown"
     organism = exp.find("Organism")
     run_list = [(r.get("acc", ""), int(r.get("total_bases") or 0)) for r in runs.findall("Run")
-                if SRA_RUN.match(r.get("acc", "")) and r.get("is_public", "true") == "true"]
+                if SRA_RUN.ok(r.get("acc", "")) and r.get("is_public", "true") == "true"]
     return {"gsm": gsm, "layout": layout, "organism": organism.get("ScientificName", "") if organism is not None
             else "", "runs": sorted(acc for acc, _ in run_list), "bases": sum(b for _, b in run_list)}
 
 
 def discover(client: EutilsClient, query: str, mindate: date, maxdate: date, *, max_series: int = 200,
-             page_size: int = 500) -> tuple[list[GeoSeries], int]:
+             page_size: int = 500, also: list[GeoSeries] = ()) -> tuple[list[GeoSeries], int]:
     """GEO series published from ``mindate`` to ``maxdate`` (inclusive) matching ``query``, with each sample's
-    SRA runs. Returns (series, total found); at most ``max_series`` series are resolved, oldest accession first."""
+    SRA runs. Returns (series, total found); at most ``max_series`` series are resolved, oldest accession first.
+    ``also``: series found by earlier runs whose runs were not found then; they are looked up again in the same
+    SRA searches and returned after the window's series (a series in both is returned once)."""
     term = f"({check_query(query)}) AND gse[Entry Type]"
     found = client.esearch("gds", term, mindate=mindate, maxdate=maxdate)
     series = [s for s in (parse_gds_series(d) for d in client.esummary_pages("gds", found, page_size)) if s]
     series = sorted(series, key=lambda s: int(s.gse[3:]))[:max_series]
-    studies = sorted({study for s in series for study in s.sra_studies})
+    in_window = {s.gse for s in series}
+    series += [s for s in also if s.gse not in in_window]
+    terms = sorted({t for s in series if s.sequencing and s.samples for t in s.sra_terms()})
     experiments: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(studies), 100):  # accessions, checked by pattern above: not user text
-        found_sra = client.esearch("sra", " OR ".join(f"{study}[Accession]" for study in studies[i : i + 100]))
+    seen: set[str] = set()  # a series' BioProject and its study may fall in two searches: count each once
+    for i in range(0, len(terms), TERMS_PER_SEARCH):
+        found_sra = client.esearch("sra", " OR ".join(terms[i : i + TERMS_PER_SEARCH]))
         for doc in client.esummary_pages("sra", found_sra, page_size):
+            uid = str(doc.get("uid", ""))
+            if uid and uid in seen:
+                continue
+            seen.add(uid)
             parsed = parse_sra_experiment(doc)
             if parsed:
                 known = experiments.setdefault(parsed["gsm"], {**parsed, "runs": [], "bases": 0})

@@ -7,12 +7,14 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from genomics_steps.names import check_uri
+
 from hooks import aws_clients
 from platform_settings import PlatformSettings
 
 
 def write_text(settings: PlatformSettings, uri: str, text: str) -> None:
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("lake URI", uri))
     if parsed.scheme == "s3":
         aws_clients.aws_client(settings, "s3").put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"),
                                                           Body=text.encode())
@@ -29,7 +31,7 @@ def write_text(settings: PlatformSettings, uri: str, text: str) -> None:
 
 def read_head(settings: PlatformSettings, uri: str, max_bytes: int = 65536) -> bytes:
     """The first ``max_bytes`` of a file (a header line), without reading the rest; FileNotFoundError if absent."""
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("lake URI", uri))
     if parsed.scheme == "s3":
         try:
             obj = aws_clients.aws_client(settings, "s3").get_object(
@@ -51,7 +53,7 @@ def list_files(settings: PlatformSettings, prefix_uri: str) -> list[str]:
     Names starting with ``.`` or ``_`` are left out, as Athena leaves them out of a table.
     """
     prefix_uri = prefix_uri.rstrip("/") + "/"
-    parsed = urlparse(prefix_uri)
+    parsed = urlparse(check_uri("lake prefix", prefix_uri))
     out: list[str] = []
     if parsed.scheme == "s3":
         paginator = aws_clients.aws_client(settings, "s3").get_paginator("list_objects_v2")
@@ -70,7 +72,7 @@ def list_files(settings: PlatformSettings, prefix_uri: str) -> list[str]:
 def delete_prefix(settings: PlatformSettings, prefix_uri: str) -> int:
     """Delete every object under a prefix (a dropped table's data); returns how many were deleted."""
     prefix_uri = prefix_uri.rstrip("/") + "/"
-    parsed = urlparse(prefix_uri)
+    parsed = urlparse(check_uri("lake prefix", prefix_uri))
     if parsed.scheme == "s3":
         s3 = aws_clients.aws_client(settings, "s3")
         key_prefix = parsed.path.lstrip("/")

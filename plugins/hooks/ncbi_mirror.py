@@ -5,7 +5,10 @@ esearch / esummary JSON formats, so the client, its rate limiting and the parsin
 
 - esearch db=gds: the GEO series whose publication date (pdat) lies in [mindate, maxdate]; the free-text part
   of the term is NOT evaluated (every series in the mirror matches it);
-- esearch db=sra: the experiments of the SRA studies (SRP...) named in the term;
+- esearch db=sra: the experiments matching a term of clauses joined by OR, each as NCBI reads it:
+  ``<SRP|SRX|SRS|SRR>[Accession]`` (the experiment's study, itself, its sample or one of its runs),
+  ``<PRJNA...>[BioProject]`` (the ``<Bioproject>`` of its expxml) and ``<word>[All Fields]`` (anywhere in its
+  expxml or runs); a term of any other shape is refused, so a client building odd terms is noticed;
 - both keep their result on a history server (WebEnv + query_key), which esummary pages through.
 
 Layout (``genomics_steps.synthetic_geo`` writes it; ``genomics_steps.ingest`` reads the archives):
@@ -32,9 +35,28 @@ def _date(value: str) -> str:
     return datetime.strptime(value, "%Y/%m/%d").strftime("%Y/%m/%d")
 
 
-def _study(doc: dict[str, Any]) -> str | None:
-    match = re.search(r'<Study acc="([^"]+)"', doc.get("expxml", ""))
-    return match.group(1) if match else None
+_CLAUSE = re.compile(r"\s*([A-Za-z0-9_.-]+)\[(Accession|BioProject|All Fields)\]\s*", re.IGNORECASE)
+
+
+def _sra_clauses(term: str) -> list[tuple[str, str]] | None:
+    """``[(value, field)]`` of a term of clauses joined by OR, or None if the term has another shape."""
+    clauses = []
+    for part in term.split(" OR "):
+        match = _CLAUSE.fullmatch(part)
+        if match is None:
+            return None
+        clauses.append((match.group(1).upper(), match.group(2).lower()))
+    return clauses
+
+
+def _sra_matches(doc: dict[str, Any], clauses: list[tuple[str, str]]) -> bool:
+    expxml, runs = doc.get("expxml", ""), doc.get("runs", "")
+    accessions = set(re.findall(r'<(?:Study|Experiment|Sample) acc="([^"]+)"', expxml))
+    accessions |= set(re.findall(r'<Run acc="([^"]+)"', runs))
+    bioprojects = set(re.findall(r"<Bioproject>\s*([^<\s]+)\s*</Bioproject>", expxml))
+    words = set(re.findall(r"[A-Z0-9]+", (expxml + runs).upper()))
+    return any(value in {"accession": accessions, "bioproject": bioprojects, "all fields": words}[field]
+               for value, field in clauses)
 
 
 class MirrorTransport:
@@ -63,8 +85,12 @@ class MirrorTransport:
             low, high = _date(params["mindate"]), _date(params["maxdate"])
             hits = [d for d in self._documents("gds") if d.get("entrytype") == "GSE" and low <= d["pdat"] <= high]
         elif db == "sra":
-            studies = set(re.findall(r"[SED]RP\d+", term))
-            hits = [d for d in self._documents("sra") if _study(d) in studies]
+            clauses = _sra_clauses(term)
+            if clauses is None:
+                return 200, {}, json.dumps({"esearchresult": {"ERROR": f"the local stand-in for NCBI reads only "
+                                            f"<accession>[Accession|BioProject|All Fields] clauses joined by "
+                                            f"OR, not {term!r}"}}).encode()
+            hits = [d for d in self._documents("sra") if _sra_matches(d, clauses)]
         else:
             return 200, {}, json.dumps({"esearchresult": {"ERROR": f"Invalid db name specified: {db}"}}).encode()
         webenv = f"MCID_local_mirror_{next(_WEBENV)}"

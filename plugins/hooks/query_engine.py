@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from genomics_steps.names import check_uri
 from hooks.sql_render import Ident, literal_parameter
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -112,7 +113,7 @@ class AthenaQueryEngine(QueryEngine):
 
 # --- DuckDB ------------------------------------------------------------------------------------------
 def _path(uri: str) -> Path:
-    parsed = urlparse(uri)
+    parsed = urlparse(check_uri("location", uri))
     if parsed.scheme != "file":
         raise ValueError(f"the local engine reads and writes file:// locations only, got {uri!r}")
     return Path(unquote(parsed.path))

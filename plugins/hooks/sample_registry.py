@@ -9,6 +9,12 @@ qc_passed / qc_failed -> approved / rejected (geo_ingestion drives it). The pipe
 - ``transition`` moves a sample only from the statuses the caller names (a conditional write on both
   backends), so two runs racing on one sample cannot both move it, and a late writer cannot undo a review;
 - ``upsert`` sets a status unconditionally (for operators' repairs and tests).
+
+Beside the samples it keeps the series whose samples could not be resolved to SRA runs (no public run found
+yet): one record per (project, series) with the reason, the series as found (so a later run looks it up again
+without searching GEO) and how many runs tried; ``resolved`` removes it once its samples are registered. On
+DynamoDB these records live in the same table under the partition key ``<project>#unresolved-series``, which
+no project can collide with (a project label has no ``#``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,18 @@ class SampleRegistry(ABC):
         """Move the sample to ``status`` (and merge ``attributes``) only if its status is one that
         MOVES_TO[status] allows; True if it moved, False if it was absent or elsewhere."""
 
+    @abstractmethod
+    def unresolved(self, project: str, series: str, reason: str, record: dict[str, Any]) -> None:
+        """Record (or record again, counting the attempt) that ``series`` resolved to no SRA run, and why."""
+
+    @abstractmethod
+    def unresolved_series(self, project: str) -> list[dict[str, Any]]:
+        """The project's unresolved series: ``series``, ``reason``, ``record``, ``attempts``, by accession."""
+
+    @abstractmethod
+    def resolved(self, project: str, series: str) -> bool:
+        """Forget that ``series`` was unresolved; True if it was."""
+
     def approved(self, project: str) -> list[str]:
         return [s["sample_id"] for s in self.samples(project, "approved")]
 
@@ -72,6 +90,8 @@ class SqliteSampleRegistry(SampleRegistry):
         with self._conn() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS samples (project TEXT, sample_id TEXT, status TEXT, "
                          "attributes TEXT, updated REAL, PRIMARY KEY (project, sample_id))")
+            conn.execute("CREATE TABLE IF NOT EXISTS unresolved_series (project TEXT, series TEXT, reason TEXT, "
+                         "record TEXT, attempts INTEGER, updated REAL, PRIMARY KEY (project, series))")
 
     def _conn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30)
@@ -117,6 +137,26 @@ class SqliteSampleRegistry(SampleRegistry):
             rows = conn.execute(sql + " ORDER BY sample_id", args).fetchall()
         return [{"project": r["project"], "sample_id": r["sample_id"], "status": r["status"],
                  **json.loads(r["attributes"])} for r in rows]
+
+
+    def unresolved(self, project: str, series: str, reason: str, record: dict[str, Any]) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT INTO unresolved_series VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (project, series) DO "
+                         "UPDATE SET reason = excluded.reason, record = excluded.record, "
+                         "attempts = attempts + 1, updated = excluded.updated",
+                         (project, series, reason, json.dumps(record, sort_keys=True), time.time()))
+
+    def unresolved_series(self, project: str) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM unresolved_series WHERE project = ? ORDER BY series",
+                                (project,)).fetchall()
+        return [{"series": r["series"], "reason": r["reason"], "record": json.loads(r["record"]),
+                 "attempts": r["attempts"]} for r in rows]
+
+    def resolved(self, project: str, series: str) -> bool:
+        with self._conn() as conn:
+            return conn.execute("DELETE FROM unresolved_series WHERE project = ? AND series = ?",
+                                (project, series)).rowcount == 1
 
 
 class DynamoDbSampleRegistry(SampleRegistry):
@@ -187,3 +227,31 @@ class DynamoDbSampleRegistry(SampleRegistry):
                             if k not in ("project", "sample_id", "status", "updated")})
                 out.append(row)
         return sorted(out, key=lambda r: r["sample_id"])
+
+    @staticmethod
+    def _series_key(project: str, series: str) -> dict[str, Any]:
+        return {"project": {"S": f"{project}#unresolved-series"}, "sample_id": {"S": series}}
+
+    def unresolved(self, project: str, series: str, reason: str, record: dict[str, Any]) -> None:
+        self.client.update_item(
+            TableName=self.table, Key=self._series_key(project, series),
+            UpdateExpression="SET #reason = :reason, #record = :record, #updated = :updated ADD #attempts :one",
+            ExpressionAttributeNames={"#reason": "reason", "#record": "record", "#updated": "updated",
+                                      "#attempts": "attempts"},
+            ExpressionAttributeValues={":reason": {"S": reason}, ":record": {"S": json.dumps(record, sort_keys=True)},
+                                       ":updated": {"N": repr(time.time())}, ":one": {"N": "1"}})
+
+    def unresolved_series(self, project: str) -> list[dict[str, Any]]:
+        out = []
+        for page in self.client.get_paginator("query").paginate(
+                TableName=self.table, KeyConditionExpression="project = :p",
+                ExpressionAttributeValues={":p": {"S": f"{project}#unresolved-series"}}):
+            out += [{"series": item["sample_id"]["S"], "reason": item["reason"]["S"],
+                     "record": json.loads(item["record"]["S"]), "attempts": int(item["attempts"]["N"])}
+                    for item in page["Items"]]
+        return sorted(out, key=lambda r: r["series"])
+
+    def resolved(self, project: str, series: str) -> bool:
+        answer = self.client.delete_item(TableName=self.table, Key=self._series_key(project, series),
+                                         ReturnValues="ALL_OLD")
+        return "Attributes" in answer

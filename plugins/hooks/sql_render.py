@@ -15,17 +15,16 @@ clauses) are not rendered at all: templates print ``?`` and the values travel be
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genomics_steps.names import LOCATION, SAMPLE_ID, SQL_IDENT, SQL_TEMPLATE
 from platform_settings import REPO_ROOT
 
 SQL_ROOT = REPO_ROOT / "include" / "sql"
-IDENT = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-LOCATION = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file://)(/[A-Za-z0-9_.=+-]+)*/$")
+# A string label in SQL is any project, version, trait (LABEL, 64) or sample id (128): the same characters.
+SQL_LABEL = SAMPLE_ID
 
 
 class UnsafeSqlValue(ValueError):
@@ -37,8 +36,8 @@ class Ident:
     value: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, str) or not IDENT.match(self.value):
-            raise UnsafeSqlValue(f"{self.value!r} is not a valid SQL identifier (it must match {IDENT.pattern})")
+        if not SQL_IDENT.ok(self.value):
+            raise UnsafeSqlValue(SQL_IDENT.problem("SQL identifier", self.value))
 
     def __str__(self) -> str:
         return self.value
@@ -49,8 +48,8 @@ class Label:
     value: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, str) or not LABEL.match(self.value):
-            raise UnsafeSqlValue(f"{self.value!r} is not a valid label (it must match {LABEL.pattern})")
+        if not SQL_LABEL.ok(self.value):
+            raise UnsafeSqlValue(SQL_LABEL.problem("SQL label", self.value))
 
     def __str__(self) -> str:
         return f"'{self.value}'"
@@ -75,11 +74,8 @@ class Location:
     value: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, str) or not LOCATION.match(self.value):
-            raise UnsafeSqlValue(
-                f"{self.value!r} is not a valid table location: an s3:// or file:// prefix ending in '/', "
-                "made of letters, digits and _ . = + -"
-            )
+        if not LOCATION.ok(self.value):
+            raise UnsafeSqlValue(LOCATION.problem("table location", self.value))
 
     def __str__(self) -> str:
         return f"'{self.value}'"
@@ -120,7 +116,7 @@ def _environment():
 def template_path(name: str) -> Path:
     """``area/action`` -> include/sql/area/action.sql (which must exist)."""
     path = SQL_ROOT / f"{name}.sql"
-    if not re.match(r"^[a-z0-9_]+/[a-z0-9_]+$", name) or not path.is_file():
+    if not SQL_TEMPLATE.ok(name) or not path.is_file():
         raise FileNotFoundError(f"no SQL file include/sql/{name}.sql")
     return path
 

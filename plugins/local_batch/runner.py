@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batch_model import build_event, now_ms, retry_action
+from batch_model import OOM_REASON, build_event, now_ms, retry_action
 from hooks.event_queue import LocalEventQueue
 from local_batch.control_plane import ACCOUNT, REGION, ControlPlane
 
@@ -33,7 +33,6 @@ PLUGINS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = PLUGINS_DIR.parent
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 HOST_LOST_REASON = "Host EC2 (instance i-local) terminated."
-OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 CONTAINER_EXIT_REASON = "Essential container in task exited"
 
 
@@ -180,13 +179,12 @@ class Runner:
         strategy = request.get("retryStrategy") or {"attempts": 1}
         attempts = json.loads(row["attempts"])
         stopped = now_ms()
+        container = {"exitCode": exit_code, "logStreamName": str(Path(row["attempt_dir"]) / "job.log")}
+        if reason:  # as on Batch: the key is there only when the container has a reason (an OOM kill, a failed start)
+            container["reason"] = reason
         attempts.append(
             {
-                "container": {
-                    "exitCode": exit_code,
-                    "reason": reason,
-                    "logStreamName": str(Path(row["attempt_dir"]) / "job.log"),
-                },
+                "container": container,
                 "startedAt": int(row["attempt_started"] * 1000),
                 "stoppedAt": stopped,
                 "statusReason": status_reason,

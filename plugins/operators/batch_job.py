@@ -48,6 +48,8 @@ class BatchJobOperator(BaseOperator):
     :param rerun_succeeded: if False (default) a new try of a task whose job already SUCCEEDED reuses that job's
         result; set True (for example from a ``force`` param) to submit it again.
     :param terminate_on_kill: terminate the job when the task is killed or marked failed.
+    :param reused_from: URI of earlier results the job uses instead of computing them (a GWAS run's step 1
+        predictions), recorded in its job_runs row beside the job definition. Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -61,6 +63,7 @@ class BatchJobOperator(BaseOperator):
         "environment",
         "tags",
         "rerun_succeeded",
+        "reused_from",
     )
     ui_color = "#f3e5d0"
 
@@ -84,6 +87,7 @@ class BatchJobOperator(BaseOperator):
         tags: dict[str, str] | None = None,
         rerun_succeeded: bool | str = False,
         terminate_on_kill: bool = True,
+        reused_from: str = "",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SUBMIT_POOL)
@@ -105,6 +109,7 @@ class BatchJobOperator(BaseOperator):
         self.tags = tags or {}
         self.rerun_succeeded = rerun_succeeded
         self.terminate_on_kill = terminate_on_kill
+        self.reused_from = reused_from
         self.job_id: str | None = None
         check_static(step=step, vcpus=vcpus, memory_mib=memory_mib, gpus=gpus, timeout_seconds=timeout_seconds,
                      retry_strategy=self.retry_strategy)  # a wrong DAG fails when it is parsed
@@ -123,6 +128,7 @@ class BatchJobOperator(BaseOperator):
             job_definition=self.job_definition, queue=settings.resolve_queue(self.job_queue),
             queue_name=self.job_queue or settings.job_queue, vcpus=self.vcpus, memory_mib=self.memory_mib,
             gpus=self.gpus, timeout_seconds=self.timeout_seconds, retry_strategy=self.retry_strategy,
+            reused_from=self.reused_from or "",
         )
 
     def execute(self, context: Any) -> Any:
@@ -178,7 +184,7 @@ class BatchJobOperator(BaseOperator):
         summary = summarize(settings, event["jobs"][0], spec)
         job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log)
         if summary["status"] != "SUCCEEDED":
-            raise AirflowException(failure_message(settings, summary))
+            raise AirflowException(failure_message(settings, summary, spec.memory_mib))
         return summary
 
     def on_kill(self) -> None:

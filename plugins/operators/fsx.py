@@ -83,14 +83,13 @@ class FsxCreateOperator(BaseOperator):
         self.timeout_seconds = timeout_seconds
 
     def _links(self) -> list[tuple[str, str, bool]]:
-        from hooks.sql_render import LOCATION
-        from pipeline_plan import LABEL
+        from genomics_steps.names import LABEL, LOCATION
 
         from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
 
         problems = []
-        if not (isinstance(self.project, str) and LABEL.match(self.project)):
-            problems.append(f"project {self.project!r} must match {LABEL.pattern}")
+        if not LABEL.ok(self.project):
+            problems.append(LABEL.problem("project", self.project))
         if self.deployment_type not in DEPLOYMENT_TYPES:
             problems.append(f"deployment_type {self.deployment_type!r} must be one of {DEPLOYMENT_TYPES}")
         self.capacity_gib, self.throughput = _int(self.capacity_gib), _int(self.throughput)
@@ -99,9 +98,9 @@ class FsxCreateOperator(BaseOperator):
         if self.deployment_type == "PERSISTENT_2" and self.throughput not in PERSISTENT_2_THROUGHPUTS:
             problems.append(f"throughput must be one of {PERSISTENT_2_THROUGHPUTS} for PERSISTENT_2")
         folders = [*(self.inputs if isinstance(self.inputs, list) else [self.inputs]), self.output_folder]
-        bad = [f for f in folders if not (isinstance(f, str) and LOCATION.match(f))]
+        bad = [f for f in folders if not LOCATION.ok(f)]
         if bad:
-            problems.append(f"folder(s) {bad} must be s3:// or file:// prefixes ending in '/'")
+            problems.append(f"folder(s) {bad!r}: each must be {LOCATION.description}")
         elif any(a != b and a.startswith(b) for a in folders for b in folders):
             problems.append(f"linked folders must not contain each other: {folders}")
         if len(folders) > 8:

@@ -9,10 +9,10 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow_compat import AirflowException
 
+from genomics_steps.names import JOB_ID
 from platform_settings import PlatformSettings
 
 # Batch job ids are UUIDs; array children add ":<index>".
-JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}(:[0-9]{1,5})?$")
 
 
 class BatchJobSensor(BaseSensorOperator):
@@ -41,7 +41,7 @@ class BatchJobSensor(BaseSensorOperator):
             ids = [i.strip("'\"") for i in ids]
         if not isinstance(ids, list) or not ids:
             raise ValueError(f"job_ids must be a job id or a non-empty list of them, got {self.job_ids!r}")
-        bad = [i for i in ids if not isinstance(i, str) or not JOB_ID.match(i)]
+        bad = [i for i in ids if not JOB_ID.ok(i)]
         if bad:
             raise ValueError(f"not Batch job ids: {bad[:5]!r}")
         return list(dict.fromkeys(ids))
@@ -75,6 +75,8 @@ class BatchJobSensor(BaseSensorOperator):
         if failed and self.fail_on_job_failure:
             raise AirflowException(
                 "Batch job(s) failed: "
-                + "; ".join(f"{j['job_id']} ({j['job_name']}): {j['status_reason']}, exit code {j['exit_code']}" for j in failed)
+                + "; ".join(f"{j['job_id']} ({j['job_name']}): {j['status_reason']}, exit code {j['exit_code']}"
+                            + (f", out of memory ({j['container_reason']})" if j.get("out_of_memory") else "")
+                            for j in failed)
             )
         return jobs

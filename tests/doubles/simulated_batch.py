@@ -9,7 +9,7 @@ every state change as a "Batch Job State Change" event through EventBridge (moto
 to SQS (moto's): the path the production code reads is the real one.
 
 Faults a test can ask for: throttled SubmitJob calls, Spot reclaims (planned, or a random fraction),
-non-zero exits, timeouts, dropped,
+non-zero exits, out-of-memory kills, timeouts, dropped,
 duplicated and reordered events, and jobs Batch has forgotten.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 
-from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, TERMINAL, retry_action
+from batch_model import EVENT_DETAIL_TYPE, EVENT_SOURCE, OOM_REASON, TERMINAL, retry_action
 
 SPOT_REASON = "Host EC2 (instance i-0abc123) terminated."
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
@@ -109,7 +109,8 @@ class SimulatedBatch:
     def plan(self, key: str, outcomes: list[str]) -> None:
         """Outcomes of successive attempts for the job whose name contains ``key`` (or child key 'name[i]').
 
-        Outcomes: "ok", "exit:N", "spot", "timeout".
+        Outcomes: "ok", "exit:N", "spot", "timeout", "oom" or "oom:N" (killed over its memory, exit code 137 or
+        N: real Batch reports the kill only as the container reason, with whatever exit code the process got).
         """
         self.plans[key] = list(outcomes)
 
@@ -227,14 +228,21 @@ class SimulatedBatch:
             self._end_attempt(job, exit_code=None, status_reason=SPOT_REASON)
         elif outcome == "timeout":
             self._end_attempt(job, exit_code=None, status_reason=TIMEOUT_REASON, retryable=False)
+        elif outcome == "oom" or outcome.startswith("oom:"):
+            code = int(outcome[4:]) if outcome.startswith("oom:") else 137
+            self._end_attempt(job, exit_code=code, status_reason=EXIT_REASON, reason=OOM_REASON)
         else:
             raise ValueError(f"unknown outcome {outcome!r}")
         batch.append(self.detail(job))
 
-    def _end_attempt(self, job: SimJob, *, exit_code, status_reason: str, retryable: bool = True) -> None:
+    def _end_attempt(self, job: SimJob, *, exit_code, status_reason: str, reason: str = "",
+                     retryable: bool = True) -> None:
+        container = {"exitCode": exit_code, "logStreamName": f"genomics-step/default/{uuid.uuid4().hex}"}
+        if reason:
+            container["reason"] = reason
         job.attempts.append(
             {
-                "container": {"exitCode": exit_code, "logStreamName": f"genomics-step/default/{uuid.uuid4().hex}"},
+                "container": container,
                 "startedAt": job.started_at or self.clock_ms,
                 "stoppedAt": self.clock_ms,
                 "statusReason": status_reason,
@@ -246,7 +254,7 @@ class SimulatedBatch:
         elif (
             retryable
             and len(job.attempts) < strategy.get("attempts", 1)
-            and retry_action(strategy, status_reason=status_reason, reason="", exit_code=exit_code) == "RETRY"
+            and retry_action(strategy, status_reason=status_reason, reason=reason, exit_code=exit_code) == "RETRY"
         ):
             job.status, job.status_reason = "RUNNABLE", status_reason
         else:

@@ -17,6 +17,9 @@ SELECT
   job_queue,
   capacity_type,
   instance_type,
+  container_reason,
+  job_definition,
+  reused_from,
   {{ project }} AS project,
   {{ unit_column }}
 FROM {{ database }}.{{ staging_table }}

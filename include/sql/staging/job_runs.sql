@@ -11,5 +11,8 @@
   memory_mib bigint,
   job_queue string,
   capacity_type string,
-  instance_type string
+  instance_type string,
+  container_reason string,
+  job_definition string,
+  reused_from string
 {% endblock %}

@@ -1,4 +1,5 @@
--- Staged QC metrics: <staging>/<unit>=<id>/*.tsv written by the steps, one metric per line.
+-- Staged QC metrics: <staging>/<unit>=<id>/*.tsv written by the steps, one metric per line. An empty value is
+-- NULL: a metric undefined for the sample (bcftools' ts_tv when it has no transversions), never a 0.
 {% extends "staging/_external_table.sql" %}
 {% block columns %}
   tool string,
