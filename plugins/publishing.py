@@ -42,6 +42,9 @@ class TableSpec:
     """A published table: its SELECT (include/sql/<select>.sql), the staged dataset it reads, and its unit.
 
     ``per_run``: the staged rows belong to one DAG run (job facts), not to a pipeline version (results).
+    ``added``: string columns the SELECT gained after the table was first published, oldest first. Run tables
+    written before a column was added lack it; the view gives them NULL there, so old and new run tables
+    stay one table (a column may be added this way; renaming or retyping one needs a new table name).
     """
 
     name: str
@@ -49,6 +52,7 @@ class TableSpec:
     staging: str
     unit_column: str = "sample_id"
     per_run: bool = False
+    added: tuple[str, ...] = ()
 
 
 TABLES: dict[str, TableSpec] = {
@@ -59,7 +63,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("gene_quant", "quant/gene_quant", "transcript_quant"),
         TableSpec("variant_calls", "variants/variant_calls", "variant_calls"),
         TableSpec("gwas_associations", "gwas/gwas_associations", "gwas_associations", unit_column="phenotype"),
-        TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True),
+        TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True,
+                  added=("container_reason", "job_definition", "reused_from")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
     )
 }
@@ -262,6 +267,7 @@ class Publication:
             "pipeline": self.pipeline.value,
             "units": self.units,
             "hidden": [],
+            "added": list(self.spec.added),  # the view knows which added columns this run table has
         }
 
     def commit(self, store: Any) -> None:
@@ -295,7 +301,8 @@ class Publication:
         self._update_doc(store, change)
 
     def view_statement(self, doc: dict[str, Any], version: int) -> Statement:
-        parts = [{"run_table": Ident(e["run_table"]), "hidden": [Label(u) for u in e["hidden"]]} for e in doc["live"]]
+        parts = [{"run_table": Ident(e["run_table"]), "hidden": [Label(u) for u in e["hidden"]],
+                  "columns": self._columns_of(e)} for e in doc["live"]]
         sql = render("publish/swap_view", database=self.database, table=self.table, unit_column=self.unit_column,
                      parts=parts)
         if len(sql.encode()) > MAX_QUERY_BYTES:
@@ -304,6 +311,22 @@ class Publication:
                 " re-publish the table's units under one publish_key to compact it (see README 'Publishing')"
             )
         return Statement("view", sql, (), client_token(self.record_key, self.record.get("finish_try", 0), version, sql))
+
+    def _columns_of(self, entry: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The view's column list for a run table that lacks some of the spec's added columns (written before
+        they were added): every current column, NULL for the missing ones. None (``SELECT *``) for a run table
+        that has them all."""
+        missing = set(self.spec.added) - set(entry.get("added", ()))
+        if not missing:
+            return None
+        return [{"name": Ident(name), "present": name not in missing} for name in self.output_columns()]
+
+    def output_columns(self) -> list[str]:
+        """The names of the columns the table's SELECT writes, in order (partition columns last)."""
+        import sqlglot
+
+        select = sqlglot.parse_one(render(self.spec.select, **self._context()), read="athena")
+        return [column.alias_or_name for column in select.expressions]
 
     def read_doc(self, store: Any) -> tuple[int, dict[str, Any]]:
         version, doc = store.get_catalog(self.qualified)

@@ -309,6 +309,40 @@ def test_gene_quant_sums_transcripts_and_job_runs_gives_compute_per_sample(local
         ("salmon", 2, 3600.0, 4.0, 8.0, "SPOT", None, None, "genomics-rnaseq:3", None)]
 
 
+def test_job_runs_published_before_its_new_columns_stay_readable_beside_new_runs(local):
+    """A lake that published job_runs before container_reason, job_definition and reused_from existed: its
+    run tables lack them. The next publish must not break the view: old rows read NULL there."""
+    header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
+             "capacity_type\tinstance_type\tcontainer_reason\tjob_definition\treused_from\n"
+    for run_id, job in (("manual__old", "j-old"), ("manual__new", "j-new")):
+        runs = staging_uri(local.lake_root, "job_runs", "rnaseq", run_scope(run_id), "P1")
+        lake.write_text(local, f"{runs}sample_id=A1/salmon-{job}.tsv", header +
+                        f"{job}\tsalmon\tSUCCEEDED\t1\t0\t3600000\t1\t1024\tspot\tSPOT\t\t\tgenomics-rnaseq:3\t\n")
+    publish_op(["A1"], table="job_runs").execute(task_context(**{**CONTEXT, "run_id": "manual__old"}))
+
+    # Make that first run table what the earlier release wrote: no added columns, and a catalog entry that
+    # does not list them.
+    store, eng = backend.job_state_store(local), engine(local)
+    version, doc = store.get_catalog(f"{local.database}.job_runs")
+    entry = doc["live"][0]
+    pub = Publication(table="job_runs", database=local.database, lake_root=local.lake_root, project="P1",
+                      pipeline="rnaseq", pipeline_version="1.0", units=["A1"], publish_key="k",
+                      staging=staging_uri(local.lake_root, "job_runs", "rnaseq", "x", "P1"))
+    pub.record = {"generation": 1}
+    old_columns = [c for c in pub.output_columns() if c not in ("container_reason", "job_definition", "reused_from")]
+    eng.run(f"CREATE TABLE {local.database}.job_runs__old WITH (format = 'PARQUET', "
+            f"external_location = '{local.lake_root}/tables/job_runs/old_release/', "
+            f"partitioned_by = ARRAY['project', 'sample_id']) AS "
+            f"SELECT {', '.join(old_columns)} FROM {local.database}.{entry['run_table']}", [], "t" * 32)
+    entry.pop("added")
+    entry["run_table"] = "job_runs__old"
+    assert store.put_catalog(f"{local.database}.job_runs", doc, version)
+
+    publish_op(["A1"], table="job_runs").execute(task_context(**{**CONTEXT, "run_id": "manual__new"}))
+    assert sorted(rows(local, "SELECT job_id, container_reason, job_definition FROM job_runs")) == [
+        ("j-new", None, "genomics-rnaseq:3"), ("j-old", None, None)]
+
+
 # --- the AWS path ----------------------------------------------------------------------------------
 def _athena_calls(monkeypatch):
     """Record every StartQueryExecution request the publish sends (moto accepts it; it runs no SQL)."""
