@@ -378,7 +378,7 @@ def test_one_consumer_serves_every_waiting_trigger(aws):
 
     async def wait_all():
         events = await asyncio.gather(*(first_event(t) for t in triggers))
-        hubs = [h for (loop_id, _), h in EventHub._hubs.items() if loop_id == id(asyncio.get_running_loop())]
+        hubs = [h for (loop_id, *_), h in EventHub._hubs.items() if loop_id == id(asyncio.get_running_loop())]
         return events, hubs
 
     events, hubs = asyncio.run(wait_all())
@@ -388,6 +388,20 @@ def test_one_consumer_serves_every_waiting_trigger(aws):
     # every job's SUCCEEDED came through the one consumer; SQS may deliver a RUNNING after it, and the hub
     # stops once no trigger waits, so not every RUNNING is necessarily read
     assert hubs[0].stats["events"] >= 100
+
+
+def test_triggers_share_a_consumer_by_queue_and_store_not_by_every_setting(aws):
+    from dataclasses import replace
+
+    async def hubs():
+        same = EventHub.for_settings(aws.settings)
+        other_timing = EventHub.for_settings(replace(aws.settings, reconcile_after_seconds=60, database="other"))
+        other_queue = EventHub.for_settings(replace(aws.settings, event_queue_url=aws.settings.event_queue_url + "-2"))
+        return same, other_timing, other_queue
+
+    same, other_timing, other_queue = asyncio.run(hubs())
+    assert same is other_timing
+    assert other_queue is not same
 
 
 def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypatch):

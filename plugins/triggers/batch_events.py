@@ -18,7 +18,6 @@ idempotent records of what Batch said, so running a trigger twice, or on two tri
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -90,10 +89,20 @@ class Watch:
         self.hub._unregister(self)
 
 
-class EventHub:
-    """The per-process consumer shared by every BatchJobEventTrigger with the same settings."""
+def consumer_identity(settings: PlatformSettings) -> tuple[Any, ...]:
+    """What makes two event consumers the same one: the queue they read and the store they write, through the
+    same connection and region. Triggers whose settings differ elsewhere (a lake, a database, timing) share it;
+    the hub's timing is that of the first trigger that started it."""
+    if settings.backend == "aws":
+        return ("aws", settings.aws_conn_id, settings.region_name, settings.event_queue_url, settings.job_state_table)
+    return ("local", settings.local_home)
 
-    _hubs: ClassVar[dict[tuple[int, str], EventHub]] = {}
+
+class EventHub:
+    """The per-process consumer shared by every BatchJobEventTrigger that reads the same queue into the same
+    store (see ``consumer_identity``)."""
+
+    _hubs: ClassVar[dict[tuple[Any, ...], EventHub]] = {}
 
     def __init__(self, settings: PlatformSettings, *, store=None, queue=None, batch=None):
         self.settings = settings
@@ -119,7 +128,7 @@ class EventHub:
     @classmethod
     def for_settings(cls, settings: PlatformSettings) -> EventHub:
         loop = asyncio.get_running_loop()
-        key = (id(loop), json.dumps(settings.to_dict(), sort_keys=True))
+        key = (id(loop), *consumer_identity(settings))
         hub = cls._hubs.get(key)
         if hub is None or hub.closed:
             hub = cls(settings)
