@@ -59,8 +59,12 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats", "--pipeline-version", "
 )
 def batch_events_demo():
     @task
-    def sample_list(params=None) -> list[str]:
-        """Params are validated by their schema before the run starts; hand the samples to the fan-outs."""
+    def sample_list(params=None, dag_run=None, dag=None) -> list[str]:
+        """Params are validated by their schema before the run starts; refuse keys the DAG has no Param for
+        and hand the samples to the fan-outs."""
+        from pipeline_plan import refuse_unknown_keys
+
+        refuse_unknown_keys(dag_run.conf, dag.params)
         return list(params["samples"])
 
     samples = sample_list()

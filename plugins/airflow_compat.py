@@ -4,8 +4,12 @@ where the running Airflow has them. README "Supported Airflow versions" says wha
 from __future__ import annotations
 
 try:  # Airflow 3.1+: the Task SDK's exceptions
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 except ImportError:  # Airflow 3.0
-    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        AirflowSkipException,
+    )
 
-__all__ = ["AirflowException", "AirflowSkipException"]
+__all__ = ["AirflowException", "AirflowFailException", "AirflowSkipException"]

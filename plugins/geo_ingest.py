@@ -21,7 +21,7 @@ from typing import Any
 
 from hooks.eutils import GSE, GSM, check_query
 from hooks.sample_registry import SampleRegistry
-from pipeline_plan import LABEL
+from pipeline_plan import LABEL, RunConfigError
 
 ARRAY_CHUNK = 500
 DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Type] AND "Homo sapiens"[Organism]'
@@ -29,8 +29,8 @@ MAX_SERIES = 2000
 UNDECIDED = ("discovered", "downloading", "downloaded")
 
 
-class IngestConfigError(ValueError):
-    """The run config or the data interval cannot run."""
+class IngestConfigError(RunConfigError):
+    """The run config or the data interval cannot run (failed at once, without retries)."""
 
 
 def ingestion_params() -> dict[str, Any]:
