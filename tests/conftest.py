@@ -18,12 +18,20 @@ QUEUE_NAME = "genomics-spot"
 QUEUE_ARN = f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{QUEUE_NAME}"
 
 
+@pytest.fixture(scope="session")
+def _tests_local_home(tmp_path_factory) -> str:
+    """The local platform home of tests that do not make their own: never the developer's .local-platform."""
+    return str(tmp_path_factory.mktemp("local-platform"))
+
+
 @pytest.fixture(autouse=True)
-def _no_real_aws(monkeypatch):
-    """No test may reach AWS: fake credentials, a fixed region, and no platform env from the developer's shell."""
+def _no_real_aws(monkeypatch, _tests_local_home):
+    """No test may reach AWS: fake credentials, a fixed region, and no platform env from the developer's shell
+    (the local backend's home is the tests' own)."""
     for key in list(os.environ):
         if key.startswith("GENOMICS_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("GENOMICS_LOCAL_HOME", _tests_local_home)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
