@@ -60,8 +60,12 @@ COMMAND = ["python3", "-m", "genomics_steps.read_stats", "--pipeline-version", "
 )
 def batch_events_demo():
     @task
-    def sample_list(params=None) -> list[str]:
-        """Check the run config again (the schema is the first check) and hand the samples to the fan-outs."""
+    def sample_list(params=None, dag_run=None, dag=None) -> list[str]:
+        """Check the run config again (the schema is the first check), refusing keys the DAG has no Param
+        for, and hand the samples to the fan-outs."""
+        from pipeline_plan import RunConfigError, refuse_unknown_keys
+
+        refuse_unknown_keys(dag_run.conf, dag.params)
         problems = problems_in([(LABEL, "project", params["project"]),
                                 (LABEL, "pipeline_version", params["pipeline_version"])])
         if params.get("fail_sample"):
@@ -69,7 +73,7 @@ def batch_events_demo():
         if bad := bad_items(SAMPLE_ID, "samples", params["samples"]):
             problems.append(bad)
         if problems:
-            raise ValueError("run config refused:\n - " + "\n - ".join(problems))
+            raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
         return list(params["samples"])
 
     samples = sample_list()

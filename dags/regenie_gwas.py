@@ -53,9 +53,11 @@ def _gwas_job(step: str, command, job_definition, **kwargs) -> BatchJobOperator:
 )
 def regenie_gwas():
     @task(multiple_outputs=True)
-    def plan(params=None) -> dict:
+    def plan(params=None, dag_run=None, dag=None) -> dict:
         from gwas_plan import plan_for_airflow
+        from pipeline_plan import refuse_unknown_keys
 
+        refuse_unknown_keys(dag_run.conf, dag.params)
         return plan_for_airflow(params)
 
     @task

@@ -26,6 +26,7 @@ from typing import Any
 from genomics_steps.names import ARRAY_CHUNK, GSE, GSM, LABEL, problems_in
 from hooks.eutils import GeoSeries, check_query
 from hooks.sample_registry import SampleRegistry
+from pipeline_plan import RunConfigError
 
 DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Type] AND "Homo sapiens"[Organism]'
 MAX_SERIES = 2000
@@ -33,8 +34,8 @@ MAX_LOOKUPS = 30  # runs that look an unresolved series up again; then it waits 
 UNDECIDED = ("discovered", "downloading", "downloaded")
 
 
-class IngestConfigError(ValueError):
-    """The run config or the data interval cannot run."""
+class IngestConfigError(RunConfigError):
+    """The run config or the data interval cannot run (failed at once, without retries)."""
 
 
 def ingestion_params() -> dict[str, Any]:

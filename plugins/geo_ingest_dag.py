@@ -49,13 +49,15 @@ def _job(step: str, command: list[str], **kwargs: Any) -> BatchJobOperator:
 
 
 @task(pool="ncbi_eutils", retries=3)
-def search(params=None, data_interval_start=None, data_interval_end=None) -> dict:
+def search(params=None, data_interval_start=None, data_interval_end=None, dag_run=None, dag=None) -> dict:
     """The window's series with their samples' SRA runs, and the unresolved series of earlier runs again."""
     from geo_ingest import check_params, eutils_client, retry_series, window
     from hooks import backend
     from hooks.eutils import discover
+    from pipeline_plan import refuse_unknown_keys
     from platform_settings import PlatformSettings
 
+    refuse_unknown_keys(dag_run.conf, dag.params)
     conf = check_params(params)
     first, last = window(data_interval_start, data_interval_end)
     settings = PlatformSettings.resolve()
@@ -134,11 +136,14 @@ def download_and_qc(registered: Any) -> Any:
 
 
 @task(trigger_rule="all_done", multiple_outputs=True)  # record what finished even when some jobs failed
-def outcomes(registered: dict, params=None) -> dict:
+def outcomes(registered: dict | None, params=None) -> dict:
+    from airflow_compat import AirflowFailException
     from geo_ingest import read_step_metrics, record_outcomes
     from hooks import backend
     from platform_settings import PlatformSettings
 
+    if registered is None:  # search or register failed (a refused run config, say): no job ran
+        raise AirflowFailException("register did not finish: no sample was planned, no outcome to record")
     settings = PlatformSettings.resolve()
     result = record_outcomes(backend.sample_registry(settings), params["project"], registered["by_series"],
                              registered["todo"], read_step_metrics(settings, params))

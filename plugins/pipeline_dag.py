@@ -21,9 +21,10 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
     ``index`` job when the reference's index exists). Returns (plan output, units output)."""
 
     @task(multiple_outputs=True)
-    def plan(params=None) -> dict:
-        from pipeline_plan import plan_for_airflow
+    def plan(params=None, dag_run=None, dag=None) -> dict:
+        from pipeline_plan import plan_for_airflow, refuse_unknown_keys
 
+        refuse_unknown_keys(dag_run.conf, dag.params)
         return plan_for_airflow(spec, params)
 
     @task

@@ -17,11 +17,15 @@ previous step is done.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from genomics_steps import layout
 from genomics_steps.names import ARRAY_CHUNK, LABEL, LOCATION, SAMPLE_ID, bad_items, problems_in
+
+from airflow_compat import AirflowFailException
 
 ALL_APPROVED = "all approved"
 FAN_OUT_MODES = ("auto", "mapped", "array")
@@ -37,8 +41,25 @@ class PipelineSpec:
     index_tool: str  # the index built once per reference (references/<name>/index/<tool>/)
 
 
-class RunConfigError(ValueError):
-    """The run config cannot run; the message lists every problem found."""
+class RunConfigError(AirflowFailException, ValueError):
+    """The run config cannot run; the message lists every problem found. Airflow fails the task at once,
+    without its retries: the same config would be refused again (errors reaching the lake keep them)."""
+
+
+def refuse_unknown_keys(conf: Mapping[str, Any] | None, known: Iterable[str]) -> None:
+    """Refuse run config keys the DAG has no Param for, naming the closest known key for each. Airflow
+    merges unknown keys into ``params`` and the tasks never read them, so a misspelt key would silently
+    run with the default of the key meant."""
+    known = sorted(known)
+    unknown = sorted(set(conf or {}) - set(known), key=str)
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        problems.append(f"unknown key {key!r}; " + (f"did you mean {close[0]!r}?" if close else
+                                                    f"the keys are {', '.join(known)}"))
+    raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
 
 
 def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:

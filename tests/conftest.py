@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,12 +18,20 @@ QUEUE_NAME = "genomics-spot"
 QUEUE_ARN = f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{QUEUE_NAME}"
 
 
+@pytest.fixture(scope="session")
+def _tests_local_home(tmp_path_factory) -> str:
+    """The local platform home of tests that do not make their own: never the developer's .local-platform."""
+    return str(tmp_path_factory.mktemp("local-platform"))
+
+
 @pytest.fixture(autouse=True)
-def _no_real_aws(monkeypatch):
-    """No test may reach AWS: fake credentials, a fixed region, and no platform env from the developer's shell."""
+def _no_real_aws(monkeypatch, _tests_local_home):
+    """No test may reach AWS: fake credentials, a fixed region, and no platform env from the developer's shell
+    (the local backend's home is the tests' own)."""
     for key in list(os.environ):
         if key.startswith("GENOMICS_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("GENOMICS_LOCAL_HOME", _tests_local_home)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -102,31 +111,43 @@ def create_aws_resources(region: str = REGION) -> dict[str, str]:
     return {"event_queue_url": queue_url, "job_state_table": "genomics-job-state", "lake_uri": "s3://genomics-lake/lake"}
 
 
+# The Airflow connections of the aws fixture and the IAM role of infra/genomics.yaml each stands for, as
+# README's deploy steps set them up: the default connection runs as the Airflow role, fsx_sweeper's as the
+# sweeper role (which may only describe and delete file systems).
+AWS_CONN = "aws_default"
+SWEEPER_CONN = "aws_fsx_sweeper"
+CONNECTION_ROLES = {AWS_CONN: "AirflowRole", SWEEPER_CONN: "SweeperRole"}
+
 # Every AWS operation the project's code (plugins/) called in this session's tests, as IAM actions
-# ("batch:SubmitJob"); tests/test_deploy.py checks that the template's Airflow role allows each.
-AWS_CALLS: set[str] = set()
+# ("batch:SubmitJob"), by the connection the code built its client with; tests/test_deploy.py checks each
+# against the role that connection stands for.
+AWS_CALLS: dict[str | None, set[str]] = defaultdict(set)
+
+
+def _fsx_action(name: str) -> str:
+    return "fsx:" + "".join(part.title() for part in name.split("_"))
 
 
 class _RecordingFsx:
     """Records the FSx operations called on the lifecycle double (it is not a botocore client)."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, conn_id: str | None):
         self._inner = inner
+        self._calls = AWS_CALLS[conn_id]
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if callable(attr) and not name.startswith("_") and name != "get_paginator":
-            AWS_CALLS.add("fsx:" + "".join(part.title() for part in name.split("_")))
         if name == "get_paginator":
-            return lambda operation: (AWS_CALLS.add("fsx:" + "".join(p.title() for p in operation.split("_"))),
-                                      attr(operation))[1]
+            return lambda operation: (self._calls.add(_fsx_action(operation)), attr(operation))[1]
+        if callable(attr) and not name.startswith("_"):
+            self._calls.add(_fsx_action(name))
         return attr
 
 
-def recording(client: Any) -> Any:
-    prefix = client.meta.service_model.signing_name
+def recording(client: Any, conn_id: str | None) -> Any:
+    prefix, calls = client.meta.service_model.signing_name, AWS_CALLS[conn_id]
     # before-parameter-build: every call passes it, also those the Batch simulation answers at before-call
-    client.meta.events.register("before-parameter-build", lambda model, **_: AWS_CALLS.add(f"{prefix}:{model.name}"))
+    client.meta.events.register("before-parameter-build", lambda model, **_: calls.add(f"{prefix}:{model.name}"))
     return client
 
 
@@ -144,7 +165,8 @@ def aws(monkeypatch):
             monkeypatch,
             PlatformSettings(
                 backend="aws",
-                aws_conn_id=None,
+                aws_conn_id=AWS_CONN,
+                fsx_sweeper_conn_id=SWEEPER_CONN,
                 region_name=REGION,
                 event_wait_seconds=0.05,
                 store_refresh_seconds=0.5,
@@ -159,9 +181,10 @@ def aws(monkeypatch):
         fsx = FsxLifecycle(boto3.client("fsx", region_name=REGION))
 
         def client(_settings, service, conn_id=None):
+            conn_id = conn_id or _settings.aws_conn_id  # as backend.aws_client picks the connection
             if service == "fsx":
-                return _RecordingFsx(fsx)
-            c = recording(boto3.client(service, region_name=REGION))
+                return _RecordingFsx(fsx, conn_id)
+            c = recording(boto3.client(service, region_name=REGION), conn_id)
             return sim.attach(c) if service == "batch" else c
 
         monkeypatch.setattr(aws_clients, "aws_client", client)
@@ -221,7 +244,10 @@ async def first_event(trigger, timeout: float = 30.0):
         await agen.aclose()
 
 
+ROLE_CHECK = "test_the_role_of_each_connection_allows"
+
+
 def pytest_collection_modifyitems(items):
-    """The Airflow-role check reads what every aws-path test called, so it runs after them."""
-    last = [i for i in items if i.name.startswith("test_airflow_role_allows")]
+    """The role check reads what every aws-path test called, so it runs after them."""
+    last = [i for i in items if i.name.startswith(ROLE_CHECK)]
     items[:] = [i for i in items if i not in last] + last

@@ -78,3 +78,14 @@ def test_rnaseq_runs_end_to_end_and_publishes_on_airflow_3_0(airflow30, tmp_path
     assert finished and ", state=success, " in finished[-1], output[-4000:]
     published = list((home / "lake" / "tables" / "gene_quant").rglob("*.parquet"))
     assert published, "gene_quant was not published"
+
+
+def test_a_refused_run_config_fails_on_its_first_try_on_airflow_3_0(airflow30):
+    """`airflow dags test` of a misspelt key: plan fails once, with no retry (AirflowFailException's 3.0 home)."""
+    conf = json.dumps({"project": "compat", "samples": ["R1"], "pipline_version": "2.0"})
+    result = airflow30("airflow", "dags", "test", "rnaseq", "--conf", conf)
+    output = result.stdout + result.stderr
+    assert "unknown key 'pipline_version'; did you mean 'pipeline_version'?" in output, output[-4000:]
+    assert "up_for_retry" not in output
+    finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=rnaseq" in line]
+    assert finished and ", state=failed, " in finished[-1], output[-4000:]

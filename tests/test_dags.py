@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The task of each DAG with Params that checks the run config first; every other task runs after it.
+CHECKED_BY = {"rnaseq": "plan", "germline": "plan", "regenie_gwas": "plan", "geo_ingestion": "search",
+              "batch_events_demo": "sample_list"}
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +94,44 @@ def test_a_failing_sample_fails_the_run(local, dagbag):
     assert states[("read_stats_array", -1)] == "failed"
     assert states[("read_stats_mapped", 0)] == "success"
     assert states[("read_stats_mapped", 1)] == "failed"
+
+
+def test_every_dag_with_params_names_the_task_that_checks_its_run_config(dagbag):
+    assert {dag_id for dag_id, dag in dagbag.dags.items() if dag.params} == set(CHECKED_BY)
+    for dag_id, task_id in CHECKED_BY.items():
+        dag = dagbag.dags[dag_id]
+        others = {t.task_id for t in dag.tasks} - {task_id}
+        assert others <= dag.get_task(task_id).get_flat_relative_ids(upstream=False), dag_id
+
+
+MISSPELT = ({"pipline_version": "2.0"}, "unknown key 'pipline_version'; did you mean 'pipeline_version'?")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dag_id, conf, message", [
+    *[(dag_id, *MISSPELT) for dag_id in sorted(CHECKED_BY)],
+    ("regenie_gwas", {}, r"missing input file\(s\)"),  # the local lake holds no cohort
+    ("geo_ingestion", {"query": "RNA-seq\x00"}, "control characters"),
+])
+def test_a_refused_run_config_fails_its_check_on_the_first_try_and_nothing_runs_or_retries(local, dag_id, conf,
+                                                                                         message, capfd, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    from airflow.dag_processing.dagbag import DagBag
+    from local_batch.control_plane import ControlPlane
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py")).dags[dag_id]  # its own retries, at once
+    for task in dag.tasks:
+        if hasattr(task, "partial_kwargs"):
+            task.partial_kwargs["retry_delay"] = timedelta(0)
+        else:
+            task.retry_delay = timedelta(0)
+    run = dag.test(logical_date=datetime(2026, 11, 17, tzinfo=timezone.utc), run_conf={"project": "e2e", **conf})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    checker = tis.pop(CHECKED_BY[dag_id])
+    assert run.state == "failed"
+    assert (checker.state, checker.try_number) == ("failed", 1)
+    assert [ti.task_id for ti in tis.values() if ti.state == "success" or ti.try_number > 1] == []
+    assert sum(ControlPlane(local.local_home).counts().values()) == 0
+    out, err = capfd.readouterr()
+    assert re.search(message, out + err + caplog.text)

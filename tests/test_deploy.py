@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from platform_settings import PlatformSettings
-from tests.conftest import AWS_CALLS, load_template, template_resources
+from tests.conftest import AWS_CALLS, AWS_CONN, CONNECTION_ROLES, SWEEPER_CONN, load_template, template_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_SERVICES = ["airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -174,19 +174,31 @@ S3_ACTIONS = {"ListObjectsV2": "ListBucket", "ListObjects": "ListBucket", "HeadO
               "CompleteMultipartUpload": "PutObject"}
 
 
-def test_airflow_role_allows_every_aws_call_the_code_made_in_this_test_session():
-    """Runs last (conftest orders it): AWS_CALLS holds what plugins/ called through the aws fixture."""
-    if not AWS_CALLS:
-        pytest.fail("no AWS calls were recorded: run this with the aws-path tests (./dev test)")
-    allowed = {a for s in _statements("AirflowRole") if s["Effect"] == "Allow" for a in _actions(s)}
-    needed = set()
-    for call in AWS_CALLS:
+def _iam_actions(calls: set[str]) -> set[str]:
+    actions = set()
+    for call in calls:
         service, operation = call.split(":")
         renamed = {"s3": S3_ACTIONS, "sqs": SQS_ACTIONS}.get(service, {})
-        needed.add(f"{service}:{renamed.get(operation, operation)}")
-    missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, pattern) for pattern in allowed))
-    assert missing == [], f"the Airflow role lacks {missing}"
-    assert {"batch:SubmitJob", "sqs:ReceiveMessage", "dynamodb:UpdateItem"} <= needed  # the recording works
+        actions.add(f"{service}:{renamed.get(operation, operation)}")
+    return actions
+
+
+def test_the_role_of_each_connection_allows_every_aws_call_made_through_it_in_this_test_session():
+    """Runs last (conftest orders it): AWS_CALLS holds what plugins/ called through the aws fixture, by the
+    connection the code asked for; each call must be allowed to the role that connection stands for."""
+    if not AWS_CALLS:
+        pytest.fail("no AWS calls were recorded: run this with the aws-path tests (./dev test)")
+    assert set(AWS_CALLS) <= set(CONNECTION_ROLES), f"calls through connections standing for no role: {set(AWS_CALLS)}"
+    needed = {conn_id: _iam_actions(calls) for conn_id, calls in AWS_CALLS.items()}
+    for conn_id, actions in needed.items():
+        role = CONNECTION_ROLES[conn_id]
+        allowed = {a for s in _statements(role) if s["Effect"] == "Allow" for a in _actions(s)}
+        missing = sorted(a for a in actions if not any(fnmatch.fnmatchcase(a, pattern) for pattern in allowed))
+        assert missing == [], f"the code called {missing} through {conn_id}, whose {role} lacks them"
+    # the recording works, for both connections
+    assert {"batch:SubmitJob", "sqs:ReceiveMessage", "dynamodb:UpdateItem"} <= needed.get(AWS_CONN, set())
+    assert {"fsx:DescribeFileSystems", "fsx:DeleteFileSystem"} <= needed.get(SWEEPER_CONN, set()), \
+        "run this with the sweeper's aws-path test (tests/test_fsx.py)"
 
 
 def test_stack_outputs_become_settings_that_make_a_complete_aws_configuration(monkeypatch):

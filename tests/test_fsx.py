@@ -180,6 +180,25 @@ def test_fsx_sweeper_dag_deletes_an_orphan_locally_and_reports_it(local):
     assert [fs["FileSystemId"] for fs in api.list_file_systems()] == [foreign["FileSystemId"]]
 
 
+def test_on_aws_the_sweeper_deletes_the_file_system_of_an_ended_run(aws):
+    """Through fsx_sweeper's own connection: tests/test_deploy.py checks its calls against the sweeper role."""
+    from operators.fsx import FsxSweepOperator
+    from tests.conftest import FakeTI
+
+    context = task_context(dag_id="regenie_gwas", task_id="fsx_create", run_id="manual__ended")
+    op = _create_op()
+    fs_id = _run_deferred(op, context, lambda: op.execute(context))[0]["file_system_id"]
+
+    class SweepTI(FakeTI):
+        def get_dr_count(self, dag_id, run_ids, states):
+            return 0  # the run is no longer queued or running
+
+    report = FsxSweepOperator(task_id="sweep").execute({"ti": SweepTI(dag_id="fsx_sweeper", task_id="sweep")})
+    assert [(d["file_system_id"], d["reason"]) for d in report] == [
+        (fs_id, "its run regenie_gwas / manual__ended has ended")]
+    assert backend.fsx(aws.settings).describe(fs_id)["Lifecycle"] == "DELETING"
+
+
 def test_the_local_stand_in_has_the_same_lifecycle_and_copies_linked_folders_in_and_out(local, monkeypatch):
     from dataclasses import replace
 

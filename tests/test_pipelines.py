@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from genomics_steps import layout, synthetic
-from pipeline_plan import ARRAY_CHUNK, PipelineSpec, RunConfigError, plan_run
+from pipeline_plan import ARRAY_CHUNK, PipelineSpec, RunConfigError, pipeline_params, plan_run, refuse_unknown_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = PipelineSpec(name="rnaseq", steps=["fastp", "salmon_quant"], reference_files=["transcriptome.fa"],
@@ -125,6 +125,19 @@ def test_all_approved_resolves_through_the_registry_and_refuses_an_empty_project
 def test_bad_run_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(RunConfigError, match=message):
         plan(FakeLake(["S1"]), **change)
+
+
+def test_unknown_run_config_keys_are_refused_together_each_with_the_closest_known_key():
+    known = pipeline_params()
+    conf = {"samples": ["S1"], "pipline_version": "2.0", "sampels": ["S2"], "colour": "red"}
+    with pytest.raises(RunConfigError) as refused:
+        refuse_unknown_keys(conf, known)
+    lines = str(refused.value).splitlines()[1:]
+    assert lines == [" - unknown key 'colour'; the keys are " + ", ".join(sorted(known)),
+                     " - unknown key 'pipline_version'; did you mean 'pipeline_version'?",
+                     " - unknown key 'sampels'; did you mean 'samples'?"]
+    refuse_unknown_keys({"samples": ["S1"], "force": True}, known)  # known keys pass
+    refuse_unknown_keys(None, known)  # a run triggered without a config
 
 
 def test_missing_index_is_planned_for_building_and_present_index_is_not():
@@ -754,6 +767,62 @@ def test_bad_run_config_fails_the_plan_and_submits_nothing(local, dagbag):
     run = dag.test(run_conf={"project": "e2e", "samples": ["NO_READS"], "reference": "synthetic-v1"})
     assert run.state == "failed"
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["plan"] == "failed"
+    assert _jobs(local) == 0
+
+
+def _keeping_retries(dag_id: str):
+    """A freshly parsed DAG (the module's dagbag has its retries removed by other tests) whose tasks keep
+    the DAG's retries but retry at once: a refusal that Airflow retries then shows as extra tries instead of
+    ten minutes of retry delay."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py")).dags[dag_id]
+    for task in dag.tasks:
+        task.retry_delay = timedelta(0)
+    assert dag.get_task("plan").retries == 2
+    return dag
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dag_id, change, message", [
+    ("rnaseq", {"samples": ["R1", "UNKNOWN"]}, r"1 sample\(s\) have no"),
+    ("germline", {"reference": "missing"}, "reference 'missing' lacks"),
+    ("rnaseq", {"pipline_version": "2.0"}, "unknown key 'pipline_version'; did you mean 'pipeline_version'?"),
+])
+def test_a_refused_run_config_fails_plan_on_its_first_try_with_no_retry(local, dag_id, change, message, capfd,
+                                                                         caplog):
+    _synthetic(local, "rnaseq", ["R1"])
+    run = _keeping_retries(dag_id).test(run_conf={"project": "e2e", "samples": ["R1"], "reference": "synthetic-v1",
+                                                  **change})
+    plan = next(ti for ti in run.get_task_instances() if ti.task_id == "plan")
+    assert run.state == "failed"
+    assert (plan.state, plan.try_number) == ("failed", 1), "refused once, not retried"
+    assert _jobs(local) == 0
+    out, err = capfd.readouterr()
+    assert re.search(message, out + err + caplog.text)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("error", ["throttled", "connection"])
+def test_a_transient_error_while_planning_is_retried(local, monkeypatch, error):
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from hooks import lake
+
+    def failing_listing(settings, prefix):
+        if error == "throttled":
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}},
+                              "ListObjectsV2")
+        raise EndpointConnectionError(endpoint_url="https://genomics-lake.s3.eu-west-1.amazonaws.com")
+
+    _synthetic(local, "rnaseq", ["R1"])
+    monkeypatch.setattr(lake, "list_files", failing_listing)
+    run = _keeping_retries("rnaseq").test(run_conf={"project": "e2e", "samples": ["R1"],
+                                                    "reference": "synthetic-v1"})
+    plan = next(ti for ti in run.get_task_instances() if ti.task_id == "plan")
+    assert (plan.state, plan.try_number) == ("failed", 3), "the first try and both retries"
     assert _jobs(local) == 0
 
 

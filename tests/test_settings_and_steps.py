@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from genomics_steps.runtime import current_sample
 from platform_settings import PlatformSettings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_default_is_the_local_backend_with_a_lake_under_its_home():
@@ -64,3 +68,15 @@ def test_an_array_child_finds_its_sample_in_the_manifest(tmp_path):
     assert current_sample({"GENOMICS_SAMPLE": "Z"}) == "Z"
     with pytest.raises(RuntimeError, match="which sample"):
         current_sample({})
+
+
+def test_tests_record_their_runs_and_jobs_apart_from_the_demos():
+    """./dev demo records its runs in .airflow (the UI a developer looks at) and runs its jobs in
+    .local-platform; the tests' runs, failed ones among them, and jobs go to homes of their own."""
+    from airflow import settings as airflow_settings
+
+    demo_home, demo_platform = ROOT / ".airflow", ROOT / ".local-platform"
+    assert Path(os.environ["AIRFLOW_HOME"]).resolve() != demo_home
+    database = Path(airflow_settings.engine.url.database).resolve()  # where dag.test() records its runs
+    assert demo_home not in database.parents
+    assert PlatformSettings.resolve().local_home_path.resolve() != demo_platform

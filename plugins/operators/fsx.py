@@ -214,7 +214,7 @@ class FsxExportOperator(BaseOperator):
         from triggers.fsx_status import FsxStatusTrigger
 
         settings = PlatformSettings.resolve()
-        api = backend.fsx(settings, settings.fsx_sweeper_conn_id)
+        api = backend.fsx(settings)  # the Airflow role's connection: the sweeper's role may not export
         ti = context["ti"]
         for generation in range(MAX_GENERATIONS):
             # A retried try gets the export its predecessor started; one that failed is started again.
