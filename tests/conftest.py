@@ -181,7 +181,7 @@ def aws(monkeypatch):
         fsx = FsxLifecycle(boto3.client("fsx", region_name=REGION))
 
         def client(_settings, service, conn_id=None):
-            conn_id = conn_id or _settings.aws_conn_id  # as backend.aws_client picks the connection
+            conn_id = conn_id or _settings.aws_conn_id  # as aws_clients.aws_client picks the connection
             if service == "fsx":
                 return _RecordingFsx(fsx, conn_id)
             c = recording(boto3.client(service, region_name=REGION), conn_id)
