@@ -20,10 +20,10 @@ Every Batch task defers until its job's "Batch Job State Change" event arrives; 
 
 from __future__ import annotations
 
-from airflow.sdk import chain, dag, task_group
+from airflow.sdk import dag, task_group
 
 from genomics_steps.germline import STEPS
-from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, publish, sample_step
+from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, sample_step, settle_and_publish
 from pipeline_plan import PipelineSpec
 
 SPEC = PipelineSpec(name="germline", steps=STEPS, reference_files=["genome.fa"], index_tool="bwa")
@@ -38,16 +38,16 @@ def germline():
     @task_group(group_id="per_sample")
     def per_sample(unit: list[str]):
         """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
-        chain(
-            sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix", "{{ params.input_uri or '' }}"],
-                        unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed"),
-            sample_step("germline", "markdup", ["markdup"], unit, vcpus=2, memory_mib=2048),
-            sample_step("germline", "call", ["call", *REFERENCE], unit, vcpus=1, memory_mib=2048),
-            sample_step("germline", "stats", ["stats"], unit, vcpus=1, memory_mib=1024),
-        )
+        align = sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix",
+                                                     "{{ params.input_uri or '' }}"],
+                            unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed")
+        markdup = sample_step("germline", "markdup", ["markdup"], after=align, vcpus=2, memory_mib=2048)
+        call = sample_step("germline", "call", ["call", *REFERENCE], after=markdup, vcpus=1, memory_mib=2048)
+        sample_step("germline", "stats", ["stats"], after=call, vcpus=1, memory_mib=1024)
 
     samples = per_sample.expand(unit=units)
-    index >> samples >> publish("germline", planned, ["variant_calls", "qc_metrics", "job_runs"])
+    settled, _ = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
+    index >> samples >> settled
 
 
 germline()

@@ -22,7 +22,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task_group
 
 from genomics_steps.rnaseq import STEPS
-from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, publish, sample_step
+from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, sample_step, settle_and_publish
 from pipeline_plan import PipelineSpec
 
 SPEC = PipelineSpec(name="rnaseq", steps=STEPS, reference_files=["transcriptome.fa", "tx2gene.tsv"],
@@ -40,12 +40,12 @@ def rnaseq():
         fastp = sample_step("rnaseq", "fastp", ["fastp", "--input-prefix", "{{ params.input_uri or '' }}"], unit,
                             vcpus=1, memory_mib=2048,  # fastp holds ~1.1 GiB for its duplication estimate
                             trigger_rule="none_failed")  # the index task is skipped when the index exists
-        quant = sample_step("rnaseq", "salmon_quant", ["salmon-quant", "--reference", "{{ params.reference }}"],
-                            unit, vcpus=2, memory_mib=2048)
-        fastp >> quant
+        sample_step("rnaseq", "salmon_quant", ["salmon-quant", "--reference", "{{ params.reference }}"],
+                    after=fastp, vcpus=2, memory_mib=2048)
 
     samples = per_sample.expand(unit=units)
-    index >> samples >> publish("rnaseq", planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
+    settled, _ = settle_and_publish(SPEC, planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
+    index >> samples >> settled
 
 
 rnaseq()

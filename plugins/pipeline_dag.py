@@ -1,5 +1,5 @@
 """The parts rnaseq and germline share: their @dag arguments, the planning tasks and index gate, the Batch
-steps in their job image, and the publish tasks.
+steps in their job image, and the tasks after the steps (outcomes, publishing, the verdict).
 
 Call these inside a ``@dag`` function. Nothing here touches the network at parse time.
 """
@@ -40,22 +40,58 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
     return planned, units(planned)
 
 
-def publish(pipeline: str, planned: Any, tables: list[str]) -> list[PublishTableOperator]:
-    """One publish task per table, for every sample of the run (done before or now); job_runs for the
-    samples that ran. They run when no upstream failed, so a run with nothing to do still publishes."""
-    return [
+def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> tuple[Any, Any]:
+    """After the per-sample steps: ``outcomes`` (each sample's outcome, what to publish, whether to stop;
+    ``run_outcomes.settle``), one publish task per table (the results for every complete sample, done before
+    or now; job_runs for the samples whose jobs ran; sample_outcomes for every sample of the run) and
+    ``verdict``, the run's last task, which fails the run naming the samples that failed.
+    Returns (outcomes, verdict): wire ``per_sample >> outcomes``."""
+
+    @task(trigger_rule="all_done", multiple_outputs=True)  # also when some samples' tasks failed
+    def outcomes(project: str, samples: list[str], todo: list[str], params=None, dag_run=None) -> dict:
+        import job_facts
+        from hooks import lake
+        from platform_settings import PlatformSettings
+        from run_outcomes import settle
+
+        settings = PlatformSettings.resolve()
+        result = settle(
+            steps=spec.steps, pipeline=spec.name, planned={"project": project, "samples": samples, "todo": todo},
+            params=params, run_id=dag_run.run_id, lake_root=settings.lake_root,
+            list_files=lambda prefix: lake.list_files(settings, prefix),
+            outcome_prefix=job_facts.outcome_prefix(settings, spec.name, dag_run.run_id, project),
+            stage=lambda step, rows: job_facts.stage_outcome_rows(settings, pipeline=spec.name,
+                                                                  run_id=dag_run.run_id, project=project,
+                                                                  step=step, rows=rows),
+        )
+        print(f"{spec.name}: {len(result['publish'])} sample(s) to publish; {len(result['failed'])} failed "
+              f"{sorted(result['failed'])[:20]}; {len(result['excluded'])} excluded {sorted(result['excluded'])[:20]}"
+              f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}")
+        return result
+
+    @task(trigger_rule="none_failed")
+    def verdict(settled: dict) -> str:
+        from run_outcomes import verdict as decide
+
+        return decide(settled)
+
+    settled = outcomes(planned["project"], planned["samples"], planned["todo"])
+    units_of = {"job_runs": settled["job_units"], "sample_outcomes": settled["outcome_units"]}
+    publishes = [
         PublishTableOperator(
             task_id=f"publish_{table}",
             table=table,
             project="{{ params.project }}",
-            pipeline=pipeline,
+            pipeline=spec.name,
             pipeline_version="{{ params.pipeline_version }}",
-            units=planned["todo"] if table == "job_runs" else planned["samples"],
-            skip_if_no_units=table == "job_runs",
-            trigger_rule="none_failed",
+            units=units_of.get(table, settled["publish"]),
+            skip_if_no_units=True,  # nothing complete (or a stopped run): nothing to publish
         )
-        for table in tables
+        for table in [*tables, "sample_outcomes"]
     ]
+    last = verdict(settled)
+    publishes >> last
+    return settled, last
 
 
 def pipeline_dag_args(pipeline: str, doc: str) -> dict[str, Any]:
@@ -91,11 +127,21 @@ def _job(pipeline: str, step: str, command: list[str], **kwargs: Any) -> BatchJo
     )
 
 
-def sample_step(pipeline: str, step: str, subcommand: list[str], unit: Any, **kwargs: Any) -> BatchJobOperator:
-    """A per-sample step: one job (a one-sample unit) or one array job over the unit's samples."""
-    return _job(pipeline, step, [*subcommand, "--pipeline-version", "{{ params.pipeline_version }}",
+def sample_step(pipeline: str, step: str, subcommand: list[str], unit: Any = None, *,
+                after: BatchJobOperator | None = None, **kwargs: Any) -> BatchJobOperator:
+    """A per-sample step: one job (a one-sample unit) or one array job over the unit's samples. The first
+    step takes the unit; each later one runs ``after`` the previous step, over the samples it handed on (a
+    sample that failed or was excluded goes no further; with none left the task is skipped)."""
+    if after is not None:
+        kwargs.update(samples_from=after.task_id, trigger_rule="all_done")
+    else:
+        kwargs["samples"] = unit
+    task = _job(pipeline, step, [*subcommand, "--pipeline-version", "{{ params.pipeline_version }}",
                                  "--force", "{{ params.force }}"],
-                samples=unit, rerun_succeeded="{{ params.force }}", **kwargs)
+                rerun_succeeded="{{ params.force }}", per_sample_outcomes=True, **kwargs)
+    if after is not None:
+        after >> task
+    return task
 
 
 def index_step(pipeline: str, step: str, subcommand: str, **kwargs: Any) -> BatchJobOperator:

@@ -31,6 +31,8 @@ ALL_APPROVED = "all approved"
 FAN_OUT_MODES = ("auto", "mapped", "array")
 AUTO_MAPPED_MAX = 100
 MAX_SAMPLES = 10_000
+FAILURE_POLICIES = ("continue", "stop")  # on_sample_failure (see run_outcomes)
+DEFAULT_MAX_FAILED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,14 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
                            title="Reads location",
                            description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
                                        "raw/<project>/."),
+        "on_sample_failure": Param("continue", type="string", enum=list(FAILURE_POLICIES), title="On sample failure",
+                                   description="continue: publish every sample that completed, then fail the run "
+                                               "naming the failed ones; stop: publish nothing if any sample "
+                                               "failed."),
+        "max_failed_fraction": Param(DEFAULT_MAX_FAILED_FRACTION, type="number", minimum=0, maximum=1,
+                                     title="Most samples that may fail",
+                                     description="If more than this fraction of the samples run fails, nothing is "
+                                                 "published: something systematic is wrong (0.1 = 10%)."),
     }
 
 
@@ -120,6 +130,11 @@ def plan_run(
     force = params.get("force", False)
     if not isinstance(force, bool):
         problems.append(f"force must be true or false, got {force!r}")
+    if params.get("on_sample_failure", "continue") not in FAILURE_POLICIES:
+        problems.append(f"on_sample_failure {params.get('on_sample_failure')!r} must be one of {FAILURE_POLICIES}")
+    fraction = params.get("max_failed_fraction", DEFAULT_MAX_FAILED_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        problems.append(f"max_failed_fraction must be a number from 0 to 1, got {fraction!r}")
     input_uri = params.get("input_uri") or ""
     if input_uri and not LOCATION.ok(input_uri):
         problems.append(LOCATION.problem("input_uri", input_uri))

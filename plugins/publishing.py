@@ -66,6 +66,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True,
                   added=("container_reason", "job_definition", "reused_from")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
+        TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
     )
 }
 

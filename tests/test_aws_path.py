@@ -14,7 +14,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from batch_model import JobState
-from hooks import backend
+from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+from hooks import backend, lake
 from operators.batch_job import BatchJobOperator
 from tests.conftest import first_event, task_context, use_settings
 from triggers.batch_events import BatchJobEventTrigger, EventHub
@@ -144,6 +145,65 @@ def test_an_oom_kill_is_reported_as_out_of_memory_whatever_its_exit_code(aws):
     message = str(err.value)
     assert "container: OutOfMemoryError: Container killed due to memory usage" in message
     assert "exit code 24 (out of memory: it exceeded its memory_mib=4096" in message
+
+
+def _array_with(aws, outcomes_by_child: dict[int, str], n: int = 4):
+    """An array job over S0..S<n-1> with per-sample outcomes, run to its end; returns (op, context, event)."""
+    samples = [f"S{i}" for i in range(n)]
+    op, context = make_op(samples=samples, per_sample_outcomes=True), task_context()
+    trigger = submit(op, context)
+    job = aws.sim.jobs[trigger.job_ids[0]]
+    for index, outcome in outcomes_by_child.items():
+        job.children[index].outcomes = [outcome]
+    aws.sim.run_until_done()
+    return op, context, asyncio.run(first_event(trigger))
+
+
+def _staged_outcomes(aws) -> dict[tuple[str, str], str]:
+    import job_facts
+
+    prefix = job_facts.outcome_prefix(aws.settings, "germline", "manual__2026-11-20T10:00:00+00:00", "stoke")
+    return {(sample, step): outcome for path in lake.list_files(aws.settings, prefix)
+            if (parsed := job_facts.parse_outcome_file(path)) for sample, step, outcome in [parsed]}
+
+
+def test_an_array_with_failed_children_hands_on_the_survivors_and_records_every_outcome(aws):
+    op, context, event = _array_with(aws, {1: "exit:3", 3: f"exit:{EXCLUDED_EXIT_CODE}"})
+    assert event["status"] == "failed", "Batch fails the parent when a child fails"
+    summary = op.execute_complete(context, event)
+    assert summary["survivors"] == ["S0", "S2"]
+    assert context["ti"].xcom["survivors"] == ["S0", "S2"]
+    assert _staged_outcomes(aws) == {("S0", "align"): "succeeded", ("S1", "align"): "failed",
+                                     ("S2", "align"): "succeeded", ("S3", "align"): "excluded"}
+
+
+def test_a_unit_where_every_sample_failed_fails_its_task(aws):
+    op, context, event = _array_with(aws, {0: "exit:3", 1: "exit:3"}, n=2)
+    with pytest.raises(AirflowException, match="2 of 2 samples failed"):
+        op.execute_complete(context, event)
+    assert "survivors" not in context["ti"].xcom
+    assert set(_staged_outcomes(aws).values()) == {"failed"}
+
+
+def test_a_unit_whose_samples_were_all_excluded_hands_on_none_without_failing(aws):
+    op, context, event = _array_with(aws, {0: f"exit:{EXCLUDED_EXIT_CODE}", 1: f"exit:{EXCLUDED_EXIT_CODE}"}, n=2)
+    assert op.execute_complete(context, event)["survivors"] == []
+
+
+def test_a_later_step_runs_over_the_samples_the_previous_one_handed_on(aws, monkeypatch):
+    from airflow_compat import AirflowSkipException
+
+    context = task_context(task_id="call")
+    handed_on = {"survivors": ["S0", "S2"]}
+    monkeypatch.setattr(type(context["ti"]), "xcom_pull", lambda self, task_ids, key, map_indexes: handed_on.get(key),
+                        raising=False)
+    op = make_op(task_id="call", step="call", samples_from="per_sample.align", per_sample_outcomes=True)
+    trigger = submit(op, context)
+    job = aws.sim.jobs[trigger.job_ids[0]]
+    assert job.request["arrayProperties"] == {"size": 2}
+    handed_on.clear()
+    with pytest.raises(AirflowSkipException, match="no sample of this unit is left"):
+        make_op(task_id="stats", step="stats", samples_from="per_sample.call").execute(task_context(task_id="stats"))
 
 
 def test_an_array_names_the_children_that_ran_out_of_memory(aws):

@@ -166,7 +166,8 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
             assert dag.get_task(f"per_sample.{upstream}").downstream_task_ids == {f"per_sample.{downstream}"}
         first = dag.get_task(f"per_sample.{steps[0]}")
         assert index in first.upstream_task_ids and first.trigger_rule == "none_failed"
-        assert {t.task_id for t in dag.tasks if t.task_id.startswith("publish_")} == {f"publish_{t}" for t in tables}
+        assert {t.task_id for t in dag.tasks if t.task_id.startswith("publish_")} == {
+            f"publish_{t}" for t in [*tables, "sample_outcomes"]}
         for task in dag.tasks:
             if task.task_id.startswith("per_sample.") or task.task_id == index:
                 assert task.pool == "batch_submit"
@@ -680,21 +681,29 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
 
 @pytest.mark.e2e
 def test_a_failed_step_shows_the_tools_own_error_in_the_task_log(local, dagbag, capfd, caplog):
+    from hooks import backend
+
     _synthetic(local, "rnaseq", ["GOOD"])
     raw = Path(local.local_home) / "lake/raw/e2e"
     for mate in ("R1", "R2"):  # not gzip at all, as after a broken upload
         (raw / f"BAD_{mate}.fastq.gz").write_bytes(b"@read1\nACGT\n+\nIIII\n")
     dag = dagbag.dags["rnaseq"]
     _no_retries(dag)
-    run = dag.test(run_conf={"project": "e2e", "samples": ["GOOD", "BAD"], "reference": "synthetic-v1"})
+    run = dag.test(run_conf={"project": "e2e", "samples": ["GOOD", "BAD"], "reference": "synthetic-v1",
+                             "max_failed_fraction": 0.5})
     assert run.state == "failed"
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     assert states[("per_sample.salmon_quant", 0)] == "success", "the good sample goes on"
     assert states[("per_sample.fastp", 1)] == "failed"
-    assert states[("publish_transcript_quant", -1)] == "upstream_failed"
+    assert states[("per_sample.salmon_quant", 1)] == "skipped", "the bad sample's next step is skipped, not failed"
+    assert states[("publish_transcript_quant", -1)] == "success", "the good sample is published all the same"
+    assert states[("verdict", -1)] == "failed", "the run is still red, at its last task"
+    _, published = backend.query_engine(local).fetch("SELECT DISTINCT sample_id FROM transcript_quant")
+    assert published == [("GOOD",)]
     out, err = capfd.readouterr()
     log = out + err + caplog.text  # the task's log, as `airflow dags test` prints it
     assert "last lines of the log of job" in log and "ERROR: igzip: Error invalid gzip header" in log
+    assert "1 sample(s) failed: BAD (at fastp)" in log
 
 
 @pytest.mark.e2e

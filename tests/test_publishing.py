@@ -463,13 +463,14 @@ def test_catalog_document_refuses_a_writer_holding_an_old_version(world, request
     assert json.dumps(store.get_catalog("missing")) == "[0, null]"
 
 
-def test_job_facts_are_staged_with_the_columns_the_staging_table_declares():
-    """job_facts.COLUMNS is the staged header; include/sql/staging/job_runs.sql must read the same columns."""
+@pytest.mark.parametrize("dataset, columns", [("job_runs", "COLUMNS"), ("sample_outcomes", "OUTCOME_COLUMNS")])
+def test_job_facts_are_staged_with_the_columns_the_staging_table_declares(dataset, columns):
+    """job_facts' headers are the staged files'; include/sql/staging/<dataset>.sql must read the same columns."""
     import re
 
-    from job_facts import COLUMNS
+    import job_facts
 
-    sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / "job_runs.sql").read_text()
+    sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / f"{dataset}.sql").read_text()
     block = sql.split("{% block columns %}", 1)[1].split("{% endblock %}", 1)[0]
     declared = tuple(re.findall(r"^\s*([a-z_]+)\s+\w+,?\s*$", block, flags=re.M))
-    assert declared == COLUMNS
+    assert declared == getattr(job_facts, columns)

@@ -3,13 +3,17 @@ and state) and, for a failure, the message: reason, exit code, where the log is 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from genomics_steps.outcomes import EXCLUDED, EXCLUDED_EXIT_CODE, FAILED, SUCCEEDED
 
 from batch_jobs.request import JobSpec
 from batch_jobs.submission import described
 from platform_settings import PlatformSettings
 
 LOG_TAILS = 3  # failed jobs whose log ends are quoted in the task's failure message
+OUTCOME_TAIL_LINES = 20  # lines of a failed or excluded sample's log kept in its sample_outcomes row
 MAX_FAILED_LISTED = 50
 
 
@@ -46,6 +50,62 @@ def failure_message(settings: PlatformSettings, summary: dict[str, Any], memory_
         lines.append(f"exit code {summary['exit_code']}{_memory_hint(summary, memory_mib)}; log: {summary['log']}")
         streams = [(f"job {summary['job_id']}", summary.get("log_stream", ""))]
     return "\n".join(lines + log_tails(settings, streams))
+
+
+def sample_results(settings: PlatformSettings, summary: dict[str, Any], spec: JobSpec) -> list[dict[str, Any]]:
+    """What happened to each sample of the job: ``succeeded``, ``excluded`` (its step's QC gate ended it with
+    EXCLUDED_EXIT_CODE, the reason on the log's last line) or ``failed`` (reason, exit code and the end of its
+    log: the tool's own error). [] for a job of no sample (an index)."""
+    if "samples" in summary:
+        jobs = summary["samples"]
+    elif summary.get("sample"):
+        jobs = [{**summary, "sample": summary["sample"]}]
+    else:
+        return []
+
+    def result(job: dict[str, Any]) -> dict[str, Any]:
+        if job["status"] == "SUCCEEDED":
+            outcome = SUCCEEDED
+        elif job.get("exit_code") == EXCLUDED_EXIT_CODE:
+            outcome = EXCLUDED
+        else:
+            outcome = FAILED
+        tail = [] if outcome == SUCCEEDED else _tail(settings, job.get("log_stream", ""))
+        if outcome == EXCLUDED:
+            last = tail[-1].strip() if tail else ""
+            reason = last.split("excluded:", 1)[1].strip() if "excluded:" in last else "excluded by a QC gate"
+        elif outcome == FAILED:
+            why = [r for r in (job.get("container_reason"), job.get("status_reason")) if r]
+            reason = f"{'; '.join(why) or 'no reason given'}; exit code {job.get('exit_code')}"
+        else:
+            reason = ""
+        return {"sample": job["sample"], "outcome": outcome, "reason": reason, "job_id": job["job_id"],
+                "attempts": job.get("attempts"), "exit_code": job.get("exit_code"),
+                "status_reason": job.get("status_reason", ""), "container_reason": job.get("container_reason", ""),
+                "log": job.get("log") or log_location(settings, job.get("log_stream", "")), "log_tail": tail}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # log reads only for the samples that did not succeed
+        return list(pool.map(result, jobs))
+
+
+def hand_on(results: list[dict[str, Any]], step: str, logger: Any) -> list[str] | None:
+    """The samples a job that did not wholly succeed hands on to the next step (its succeeded ones, logging
+    the others); None when the task must fail: a job of no sample, or no sample succeeded and some failed. A
+    unit whose samples were all excluded by a QC gate hands on none, and does not fail."""
+    survivors = [r["sample"] for r in results if r["outcome"] == SUCCEEDED]
+    if not results or (not survivors and any(r["outcome"] == FAILED for r in results)):
+        return None
+    for r in results:
+        if r["outcome"] != SUCCEEDED:
+            logger.warning("sample %s %s at %s: %s; log: %s", r["sample"], r["outcome"], step, r["reason"], r["log"])
+    logger.info("%d of %d sample(s) go on to the next step", len(survivors), len(results))
+    return survivors
+
+
+def _tail(settings: PlatformSettings, log_stream: str) -> list[str]:
+    from hooks.job_logs import log_tail
+
+    return log_tail(settings, log_stream, lines=OUTCOME_TAIL_LINES)
 
 
 def children(settings: PlatformSettings, parent_id: str, samples: list[str]) -> list[dict[str, Any]]:

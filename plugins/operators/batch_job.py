@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow_compat import AirflowException
+from airflow_compat import AirflowException, AirflowSkipException
 
 from batch_jobs.request import JobSpec, check_static, truthy
 from batch_model import completion_event, default_retry_strategy, idempotency_key
 from platform_settings import PlatformSettings
 
 SUBMIT_POOL = "batch_submit"
+SURVIVORS = "survivors"  # XCom key: the samples a step hands on to the next step of its unit
 
 
 class BatchJobOperator(BaseOperator):
@@ -50,6 +51,12 @@ class BatchJobOperator(BaseOperator):
     :param terminate_on_kill: terminate the job when the task is killed or marked failed.
     :param reused_from: URI of earlier results the job uses instead of computing them (a GWAS run's step 1
         predictions), recorded in its job_runs row beside the job definition. Templated.
+    :param samples_from: task id of the previous step of the same unit: the job runs over the samples that step
+        handed on (its XCom ``survivors``, same map index); with none left the task is skipped.
+    :param per_sample_outcomes: each sample's outcome is data (``genomics_steps.outcomes``): the task succeeds
+        when any sample succeeded (or every failure was a QC exclusion) and hands on only the succeeded ones as
+        XCom ``survivors``; it fails only when no sample succeeded and some failed. Every sample's outcome is
+        staged for the run's ``sample_outcomes`` table.
     """
 
     template_fields: Sequence[str] = (
@@ -88,6 +95,8 @@ class BatchJobOperator(BaseOperator):
         rerun_succeeded: bool | str = False,
         terminate_on_kill: bool = True,
         reused_from: str = "",
+        samples_from: str | None = None,
+        per_sample_outcomes: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SUBMIT_POOL)
@@ -110,6 +119,8 @@ class BatchJobOperator(BaseOperator):
         self.rerun_succeeded = rerun_succeeded
         self.terminate_on_kill = terminate_on_kill
         self.reused_from = reused_from
+        self.samples_from = samples_from
+        self.per_sample_outcomes = per_sample_outcomes
         self.job_id: str | None = None
         check_static(step=step, vcpus=vcpus, memory_mib=memory_mib, gpus=gpus, timeout_seconds=timeout_seconds,
                      retry_strategy=self.retry_strategy)  # a wrong DAG fails when it is parsed
@@ -120,16 +131,25 @@ class BatchJobOperator(BaseOperator):
         kwargs.setdefault("pool", SUBMIT_POOL)
         return super().partial(**kwargs)
 
-    def _spec(self, settings: PlatformSettings) -> JobSpec:
+    def _spec(self, settings: PlatformSettings, context: Any) -> JobSpec:
         """The rendered arguments, checked: bad input fails here, before anything is submitted."""
         return JobSpec.checked(
             command=self.command, project=self.project, pipeline=self.pipeline, sample=self.sample,
-            samples=self.samples, environment=self.environment, tags=self.tags, step=self.step,
+            samples=self._handed_on(context) if self.samples_from else self.samples, environment=self.environment, tags=self.tags, step=self.step,
             job_definition=self.job_definition, queue=settings.resolve_queue(self.job_queue),
             queue_name=self.job_queue or settings.job_queue, vcpus=self.vcpus, memory_mib=self.memory_mib,
             gpus=self.gpus, timeout_seconds=self.timeout_seconds, retry_strategy=self.retry_strategy,
             reused_from=self.reused_from or "",
         )
+
+    def _handed_on(self, context: Any) -> list[str]:
+        """The samples the previous step of this unit handed on; skips the task when there are none."""
+        ti = context["ti"]
+        survivors = ti.xcom_pull(task_ids=self.samples_from, key=SURVIVORS, map_indexes=getattr(ti, "map_index", -1))
+        if not survivors:
+            raise AirflowSkipException(f"no sample of this unit is left after {self.samples_from}: each failed, "
+                                       "was excluded, or that step did not run (see sample_outcomes)")
+        return list(survivors)
 
     def execute(self, context: Any) -> Any:
         from batch_jobs import request, submission
@@ -137,7 +157,7 @@ class BatchJobOperator(BaseOperator):
         from hooks.batch_api import submit_within_budget
 
         settings = PlatformSettings.resolve()
-        spec = self._spec(settings)
+        spec = self._spec(settings, context)
         ti = context["ti"]
         store, api = backend.job_state_store(settings), backend.batch_api(settings)
 
@@ -175,17 +195,24 @@ class BatchJobOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         import job_facts
-        from batch_jobs.completion import failure_message, summarize
+        from batch_jobs.completion import failure_message, hand_on, sample_results, summarize
 
         if event.get("status") == "error":
             raise AirflowException(f"Could not wait for Batch job(s) {event.get('job_ids')}: {event.get('message')}")
         settings = PlatformSettings.resolve()
-        spec = self._spec(settings)
+        spec = self._spec(settings, context)
         summary = summarize(settings, event["jobs"][0], spec)
-        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log)
-        if summary["status"] != "SUCCEEDED":
+        results = sample_results(settings, summary, spec) if self.per_sample_outcomes else []
+        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
+        if summary["status"] == "SUCCEEDED":
+            if self.per_sample_outcomes:
+                context["ti"].xcom_push(key=SURVIVORS, value=[r["sample"] for r in results])
+            return summary
+        survivors = hand_on(results, spec.step, self.log)
+        if survivors is None:  # a plain job that failed, or a unit where every sample failed
             raise AirflowException(failure_message(settings, summary, spec.memory_mib))
-        return summary
+        context["ti"].xcom_push(key=SURVIVORS, value=survivors)
+        return {**summary, "survivors": survivors}
 
     def on_kill(self) -> None:
         if self.job_id and self.terminate_on_kill:

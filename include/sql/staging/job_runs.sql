@@ -1,4 +1,4 @@
--- Staged job_runs: <staging>/<unit>=<id>/*.tsv, one line per Batch job, written by BatchJobOperator when the job ends.
+-- Staged job_runs: <staging>/<unit>=<id>/*.tsv, one line per Batch job, staged by job_facts.py when the job ends.
 {% extends "staging/_external_table.sql" %}
 {% block columns %}
   job_id string,
