@@ -145,3 +145,72 @@ def test_a_corrupt_sample_in_an_array_unit_fails_alone_and_a_rerun_runs_only_it(
     before = _jobs(local)
     rerun = dag.test(run_conf=conf)
     assert rerun.state == "failed" and _jobs(local) == before + 1, "only the corrupt sample's fastp is submitted"
+
+
+def _complete(op, context, timeout=90):
+    """Run a BatchJobOperator through its deferrals to the end, as the triggerer and a worker would."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from tests.conftest import first_event
+
+    try:
+        op.execute(context)
+        raise AssertionError("the operator should have deferred")
+    except TaskDeferred as deferred:
+        trigger = deferred.trigger
+    while True:
+        event = asyncio.run(first_event(trigger, timeout=timeout))
+        try:
+            return op.execute_complete(context, event)
+        except TaskDeferred as deferred:  # another round
+            trigger = deferred.trigger
+
+
+# Child 0 (and a one-sample job) grows past 256 MiB unless it was given at least 400 MiB: a real OOM kill.
+HOG = ("import os, time\n"
+       "big = os.environ.get('AWS_BATCH_JOB_ARRAY_INDEX', '0') == '0' and int(os.environ['GENOMICS_MEMORY_MIB']) < 400\n"
+       "x = bytearray(450 * 1024 * 1024) if big else b''\n"
+       "time.sleep(4 if big else 0)\n")
+
+
+def test_only_the_samples_that_ran_out_of_memory_run_again_with_twice_the_memory(local):
+    import sys
+
+    import job_facts
+    from hooks import lake
+    from operators.batch_job import BatchJobOperator
+    from tests.conftest import task_context
+
+    op = BatchJobOperator(task_id="grow", step="grow", project="demo", pipeline="demo", samples=["A", "B"],
+                          command=[sys.executable, "-c", HOG], memory_mib=256, per_sample_outcomes=True,
+                          retry_strategy={"attempts": 1})
+    context = task_context(task_id="grow")
+    summary = _complete(op, context)
+    assert sorted(summary["survivors"]) == ["A", "B"]
+    assert summary["status"] == "SUCCEEDED" and summary["sample"] == "A", "the last round ran A alone"
+
+    prefix = job_facts.outcome_prefix(local, "demo", context["ti"].run_id, "demo")
+    rows = sorted(job_facts.parse_outcome_file(p) for p in lake.list_files(local, prefix))
+    assert rows == [("A", "grow", "failed"), ("A", "grow", "succeeded"), ("B", "grow", "succeeded")]
+    staged = {p: lake.read_head(local, prefix + p).decode() for p in lake.list_files(local, prefix)}
+    column = job_facts.OUTCOME_COLUMNS.index("memory_mib")
+    memory = {(p.split("/")[0], "failed" in p): int(text.splitlines()[1].split("\t")[column])
+              for p, text in staged.items()}
+    assert memory == {("sample_id=A", True): 256, ("sample_id=A", False): 512, ("sample_id=B", False): 256}
+
+
+def test_out_of_memory_stops_growing_at_the_ceiling(local):
+    import sys
+
+    from airflow.sdk.exceptions import AirflowException
+
+    from operators.batch_job import BatchJobOperator
+    from tests.conftest import task_context
+
+    op = BatchJobOperator(task_id="grow", step="grow", project="demo", pipeline="demo", samples=["A"],
+                          command=[sys.executable, "-c", HOG], memory_mib=256, max_memory_mib=256,
+                          per_sample_outcomes=True, retry_strategy={"attempts": 1})
+    with pytest.raises(AirflowException, match="out of memory: it exceeded its memory_mib=256"):
+        _complete(op, task_context(task_id="grow"))

@@ -82,6 +82,7 @@ def sample_results(settings: PlatformSettings, summary: dict[str, Any], spec: Jo
         return {"sample": job["sample"], "outcome": outcome, "reason": reason, "job_id": job["job_id"],
                 "attempts": job.get("attempts"), "exit_code": job.get("exit_code"),
                 "status_reason": job.get("status_reason", ""), "container_reason": job.get("container_reason", ""),
+                "out_of_memory": bool(job.get("out_of_memory")) and outcome == FAILED,
                 "log": job.get("log") or log_location(settings, job.get("log_stream", "")), "log_tail": tail}
 
     with ThreadPoolExecutor(max_workers=8) as pool:  # log reads only for the samples that did not succeed

@@ -97,6 +97,14 @@ class JobSpec:
         return cls(command=list(command), project=project, pipeline=pipeline, sample=sample, samples=unit,
                    environment=dict(environment), tags=dict(tags), **fixed)
 
+    def narrowed(self, samples: list[str], memory_mib: int) -> JobSpec:
+        """The same job over some of its samples with other memory (an out-of-memory round)."""
+        from dataclasses import replace
+
+        if len(samples) == 1:
+            return replace(self, sample=samples[0], samples=[], memory_mib=memory_mib)
+        return replace(self, sample=None, samples=list(samples), memory_mib=memory_mib)
+
     @property
     def array_size(self) -> int | None:
         return len(self.samples) or None
@@ -107,11 +115,12 @@ class JobSpec:
         return [self.pipeline, self.step, self.sample or (f"{len(self.samples)}-samples" if self.samples else "")]
 
 
-def manifest_uri(settings: PlatformSettings, ti: Any) -> str:
-    """Where an array job's sample list is written: child *i* reads ``samples[i]`` from it."""
+def manifest_uri(settings: PlatformSettings, ti: Any, suffix: str = "") -> str:
+    """Where an array job's sample list is written: child *i* reads ``samples[i]`` from it. ``suffix`` names
+    a later round of the same task (its out-of-memory samples again)."""
     map_index = getattr(ti, "map_index", -1)
     return (f"{settings.lake_root}/manifests/{safe_name(ti.dag_id)}/{safe_name(ti.run_id)}/"
-            f"{safe_name(ti.task_id)}{'' if map_index < 0 else f'-{map_index}'}.json")
+            f"{safe_name(ti.task_id)}{'' if map_index < 0 else f'-{map_index}'}{suffix}.json")
 
 
 def write_manifest(settings: PlatformSettings, uri: str, samples: list[str]) -> None:

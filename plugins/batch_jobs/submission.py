@@ -79,9 +79,27 @@ def reattach_or_submit(
 
 
 def _remember(store: Any, key: str, job_id: str, name: str, generation: int, queue: str,
-              array_size: int | None) -> None:
+              array_size: int | None, **extra: Any) -> None:
     store.put_submission(key, {"job_id": job_id, "job_name": name, "generation": generation, "job_queue": queue,
-                               "array_size": array_size})
+                               "array_size": array_size, **extra})
+
+
+def submit_round(store: Any, *, key: str, prior: dict[str, Any], queue: str, label_parts: list[str],
+                 array_size: int | None, build_request: Callable[[str], dict[str, Any]],
+                 submit: Callable[[dict[str, Any]], tuple[dict[str, Any], int]], round_record: dict[str, Any],
+                 logger: logging.Logger = log) -> str:
+    """Submit a further round of a task instance's work (some of its samples again, with other resources) as
+    the next generation, and record it with ``round_record`` (which samples, what memory, what earlier rounds
+    settled), so a retry of the task reattaches to this round and knows what it covers."""
+    generation = prior["generation"] + 1
+    name = job_name(label_parts=label_parts, key=key, generation=generation)
+    submitted, throttled = submit(build_request(name))
+    job_id = submitted["jobId"]
+    _remember(store, key, job_id, name, generation, queue, array_size, **round_record)
+    store.record(JobState(job_id=job_id, status="SUBMITTED", job_name=name, job_queue=queue,
+                          array_size=array_size, source="submit"))
+    logger.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
+    return job_id
 
 
 def ended(store: Any, api: Any, job_id: str, stored: JobState | None = None) -> JobState | None:

@@ -56,7 +56,9 @@ class BatchJobOperator(BaseOperator):
     :param per_sample_outcomes: each sample's outcome is data (``genomics_steps.outcomes``): the task succeeds
         when any sample succeeded (or every failure was a QC exclusion) and hands on only the succeeded ones as
         XCom ``survivors``; it fails only when no sample succeeded and some failed. Every sample's outcome is
-        staged for the run's ``sample_outcomes`` table.
+        staged for the run's ``sample_outcomes`` table. Samples that ran out of memory are submitted again,
+        alone (a new array of just them), with twice the memory, up to ``oom_retries`` times and
+        ``max_memory_mib`` (default four times ``memory_mib``).
     """
 
     template_fields: Sequence[str] = (
@@ -97,6 +99,8 @@ class BatchJobOperator(BaseOperator):
         reused_from: str = "",
         samples_from: str | None = None,
         per_sample_outcomes: bool = False,
+        oom_retries: int = 2,
+        max_memory_mib: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", SUBMIT_POOL)
@@ -121,6 +125,8 @@ class BatchJobOperator(BaseOperator):
         self.reused_from = reused_from
         self.samples_from = samples_from
         self.per_sample_outcomes = per_sample_outcomes
+        self.oom_retries = oom_retries
+        self.max_memory_mib = max_memory_mib or 4 * memory_mib
         self.job_id: str | None = None
         check_static(step=step, vcpus=vcpus, memory_mib=memory_mib, gpus=gpus, timeout_seconds=timeout_seconds,
                      retry_strategy=self.retry_strategy)  # a wrong DAG fails when it is parsed
@@ -170,7 +176,7 @@ class BatchJobOperator(BaseOperator):
 
         job = submission.reattach_or_submit(
             store, api,
-            key=idempotency_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
+            key=_key(ti),
             queue=spec.queue, label_parts=spec.label_parts, array_size=spec.array_size,
             rerun_succeeded=truthy(self.rerun_succeeded), earlier_try=ti.try_number > 1,
             build_request=build,
@@ -196,26 +202,80 @@ class BatchJobOperator(BaseOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         import job_facts
         from batch_jobs.completion import failure_message, hand_on, sample_results, summarize
+        from hooks import backend
 
         if event.get("status") == "error":
             raise AirflowException(f"Could not wait for Batch job(s) {event.get('job_ids')}: {event.get('message')}")
         settings = PlatformSettings.resolve()
         spec = self._spec(settings, context)
-        summary = summarize(settings, event["jobs"][0], spec)
-        results = sample_results(settings, summary, spec) if self.per_sample_outcomes else []
-        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
-        if summary["status"] == "SUCCEEDED":
-            if self.per_sample_outcomes:
-                context["ti"].xcom_push(key=SURVIVORS, value=[r["sample"] for r in results])
+        if not self.per_sample_outcomes:
+            summary = summarize(settings, event["jobs"][0], spec)
+            job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log)
+            if summary["status"] != "SUCCEEDED":
+                raise AirflowException(failure_message(settings, summary, spec.memory_mib))
             return summary
-        survivors = hand_on(results, spec.step, self.log)
-        if survivors is None:  # a plain job that failed, or a unit where every sample failed
+        store = backend.job_state_store(settings)
+        record = store.get_submission(_key(context["ti"])) or {}
+        if record.get("round_samples"):  # an out-of-memory round: some of the unit's samples, more memory
+            spec = spec.narrowed(record["round_samples"], record["round_memory_mib"])
+        summary = summarize(settings, event["jobs"][0], spec)
+        results = sample_results(settings, summary, spec)
+        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
+        settled = [*record.get("settled", []), *results] if record.get("round_samples") else results
+        if any(r["out_of_memory"] for r in results) and self._may_grow(spec, record):
+            self._out_of_memory_round(context, settings, store, record, spec, settled)
+        survivors = hand_on(settled, spec.step, self.log)
+        if survivors is None:  # no sample succeeded and some failed
             raise AirflowException(failure_message(settings, summary, spec.memory_mib))
         context["ti"].xcom_push(key=SURVIVORS, value=survivors)
         return {**summary, "survivors": survivors}
+
+    def _may_grow(self, spec: JobSpec, record: dict[str, Any]) -> bool:
+        return record.get("oom_rounds", 0) < self.oom_retries and spec.memory_mib * 2 <= self.max_memory_mib
+
+    def _out_of_memory_round(self, context: Any, settings: PlatformSettings, store: Any, record: dict[str, Any],
+                             spec: JobSpec, settled: list[dict[str, Any]]) -> None:
+        """Submit the samples that ran out of memory again, alone, with twice the memory, and defer on them;
+        what the other samples came to is kept in the submission record until the round ends."""
+        from batch_jobs import request, submission
+        from hooks import backend
+        from hooks.batch_api import submit_within_budget
+        from triggers.batch_events import BatchJobEventTrigger
+
+        ti, api = context["ti"], backend.batch_api(settings)
+        oom = [r["sample"] for r in settled if r["out_of_memory"]]
+        rounds = record.get("oom_rounds", 0) + 1
+        bigger = spec.narrowed(oom, spec.memory_mib * 2)
+
+        def build(name: str) -> dict[str, Any]:
+            manifest = None
+            if bigger.samples:
+                manifest = request.manifest_uri(settings, ti, f"-oom{rounds}")
+                request.write_manifest(settings, manifest, bigger.samples)
+            return request.build_request(bigger, settings, ti, name, manifest)
+
+        self.job_id = submission.submit_round(
+            store, key=_key(ti), prior=record, queue=bigger.queue, label_parts=[*bigger.label_parts, f"oom{rounds}"],
+            array_size=bigger.array_size, build_request=build,
+            submit=lambda req: submit_within_budget(api, store, req, rate_per_second=settings.submit_rate_per_second),
+            round_record={"round_samples": oom, "round_memory_mib": bigger.memory_mib, "oom_rounds": rounds,
+                          "settled": [r for r in settled if not r["out_of_memory"]]},
+            logger=self.log,
+        )
+        self.log.warning("%d sample(s) ran out of memory with %d MiB: %s; running them again with %d MiB",
+                         len(oom), spec.memory_mib, oom[:20], bigger.memory_mib)
+        ti.xcom_push(key="batch_job_id", value=self.job_id)
+        self.defer(trigger=BatchJobEventTrigger(job_ids=[self.job_id], settings=settings.to_dict(),
+                                                terminate_on_kill=self.terminate_on_kill),
+                   method_name="execute_complete")
 
     def on_kill(self) -> None:
         if self.job_id and self.terminate_on_kill:
             from hooks import backend
 
             backend.batch_api(PlatformSettings.resolve()).terminate_job(self.job_id, "Airflow task was killed")
+
+
+def _key(ti: Any) -> str:
+    """The task instance's idempotency key: its submission record and its jobs' names hang on it."""
+    return idempotency_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
