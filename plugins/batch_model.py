@@ -11,9 +11,10 @@ import hashlib
 import json
 import re
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 EVENT_SOURCE = "aws.batch"
 EVENT_DETAIL_TYPE = "Batch Job State Change"
@@ -184,6 +185,34 @@ def completion_event(states: list[JobState]) -> dict[str, Any]:
             for s in failed
         ),
     }
+
+
+# The order a progress line lists children's states in: done first, then the way to it, failures last.
+PROGRESS_ORDER = ("SUCCEEDED", "RUNNING", "STARTING", "RUNNABLE", "PENDING", "SUBMITTED", "FAILED")
+
+
+def children_by_status(children: Iterable[JobState]) -> Counter[str]:
+    """How many of an array job's children are in each state, each child counted once at its latest state
+    (a child seen twice, say RUNNING and then SUCCEEDED, counts only as SUCCEEDED)."""
+    latest: dict[str, JobState] = {}
+    for child in children:
+        seen = latest.get(child.job_id)
+        if seen is None or child.order > seen.order:
+            latest[child.job_id] = child
+    return Counter(child.status for child in latest.values())
+
+
+def progress_text(counts: Mapping[str, int], size: int) -> str:
+    """One line of an array job's progress, e.g. "412 SUCCEEDED, 80 RUNNING, 2 FAILED of 500 children (6 not
+    heard from yet)". Children with no recorded event yet are named apart: on AWS the event rule forwards only
+    RUNNING, SUCCEEDED and FAILED, so a child still queued has said nothing."""
+    ordered = [s for s in PROGRESS_ORDER if counts.get(s)] + sorted(s for s in counts if s not in PROGRESS_ORDER)
+    heard = sum(counts.values())
+    line = ", ".join(f"{counts[s]} {s}" for s in ordered if counts[s]) or "0"
+    line += f" of {size} children"
+    if size > heard:
+        line += f" ({size - heard} not heard from yet)"
+    return line
 
 
 def build_event(detail: dict[str, Any], *, region: str, account: str) -> dict[str, Any]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
+import structlog
+import structlog.testing
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-from batch_model import JobState
+from batch_model import JobState, children_by_status, progress_text
 from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
 from hooks import backend, lake
 from operators.batch_job import BatchJobOperator
@@ -475,11 +478,142 @@ def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypa
 
 
 def test_trigger_serializes_to_its_constructor_arguments(aws):
-    trigger = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict(), terminate_on_kill=False)
+    trigger = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict(), terminate_on_kill=False,
+                                   progress_interval_seconds=5)
     classpath, kwargs = trigger.serialize()
     assert classpath == "triggers.batch_events.BatchJobEventTrigger"
-    assert kwargs == {"job_ids": ["a"], "settings": aws.settings.to_dict(), "terminate_on_kill": False}
+    assert kwargs == {"job_ids": ["a"], "settings": aws.settings.to_dict(), "terminate_on_kill": False,
+                      "progress_interval_seconds": 5}
     assert BatchJobEventTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_trigger_logs_progress_once_a_minute_unless_told_otherwise(aws):
+    _, kwargs = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict()).serialize()
+    assert kwargs["progress_interval_seconds"] == 60
+
+
+@pytest.mark.parametrize("interval", [0, -1, float("nan"), "60", True])
+def test_a_progress_interval_that_is_not_a_positive_number_is_refused(aws, interval):
+    with pytest.raises(ValueError, match=rf"progress_interval_seconds must be a positive number of seconds, got {re.escape(repr(interval))}"):
+        BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict(), progress_interval_seconds=interval)
+
+
+# --- progress of a deferred array job ------------------------------------------------------------------
+PROGRESS_INTERVAL = 0.4
+
+
+@pytest.fixture
+def progress_log():
+    """The progress lines triggers log (Airflow 3's ``self.log`` is a structlog logger), with their times."""
+    processors = [structlog.stdlib.PositionalArgumentsFormatter(), structlog.processors.TimeStamper(fmt=None)]
+    with structlog.testing.capture_logs(processors=processors) as logged:
+        yield ProgressLog(logged)
+
+
+class ProgressLog:
+    def __init__(self, logged: list[dict]):
+        self.logged = logged
+
+    def lines(self) -> list[dict]:
+        return [e for e in self.logged if str(e["event"]).startswith("array job ")]
+
+    def messages(self) -> list[str]:
+        return [e["event"] for e in self.lines()]
+
+    async def until(self, ending: str, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(m.endswith(ending) for m in self.messages()):
+            assert loop.time() < deadline, f"never logged {ending!r}; logged: {self.messages()}"
+            await asyncio.sleep(0.02)
+
+
+def test_a_deferred_array_job_logs_its_childrens_states_as_they_change(aws, progress_log):
+    op, context = make_op(samples=[f"S{i}" for i in range(6)]), task_context()
+    deferred = submit(op, context)
+    trigger = BatchJobEventTrigger(**{**deferred.serialize()[1], "progress_interval_seconds": PROGRESS_INTERVAL})
+    parent = aws.sim.jobs[trigger.job_ids[0]]
+    children = [c.job_id for c in parent.children]
+    parent.children[5].outcomes = ["exit:4"]
+
+    async def watch_it_move():
+        agen = trigger.run()
+        outcome = asyncio.ensure_future(agen.__anext__())
+        for _ in range(4):  # SUBMITTED -> ... -> RUNNING; the event rule forwards only RUNNING onwards
+            aws.sim.step()
+        await progress_log.until(": 6 RUNNING of 6 children")
+        aws.sim.step(only=set(children[:3]))
+        await progress_log.until(": 3 SUCCEEDED, 3 RUNNING of 6 children")
+        aws.sim.step(only={children[5]})
+        await progress_log.until(": 3 SUCCEEDED, 2 RUNNING, 1 FAILED of 6 children")
+        aws.sim.run_until_done()
+        event = await asyncio.wait_for(outcome, 10)
+        await agen.aclose()
+        return event.payload
+
+    event = asyncio.run(watch_it_move())
+    assert event["status"] == "failed"
+    messages = progress_log.messages()
+    assert all(m.startswith(f"array job {parent.job_id}: ") for m in messages)
+    assert all(a != b for a, b in zip(messages, messages[1:])), "a line only when the counts changed"
+    times = [e["timestamp"] for e in progress_log.lines()]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= PROGRESS_INTERVAL - 0.05, "at most one line per interval"
+    assert aws.sim.calls["DescribeJobs"] == 0
+
+
+def test_an_array_child_not_heard_from_yet_is_counted_apart(aws, progress_log):
+    op, context = make_op(samples=[f"S{i}" for i in range(4)]), task_context()
+    deferred = submit(op, context)
+    trigger = BatchJobEventTrigger(**{**deferred.serialize()[1], "progress_interval_seconds": PROGRESS_INTERVAL})
+    first = aws.sim.jobs[trigger.job_ids[0]].children[0].job_id
+
+    async def one_child_runs():
+        agen = trigger.run()
+        outcome = asyncio.ensure_future(agen.__anext__())
+        for _ in range(4):
+            aws.sim.step(only={first})
+        await progress_log.until(": 1 RUNNING of 4 children (3 not heard from yet)")
+        outcome.cancel()
+        await asyncio.gather(outcome, return_exceptions=True)
+        await agen.aclose()
+
+    asyncio.run(one_child_runs())
+
+
+def test_a_single_job_logs_no_progress_and_reads_no_children(aws, progress_log):
+    deferred = submit(make_op(sample="S1"), task_context())
+    trigger = BatchJobEventTrigger(**{**deferred.serialize()[1], "progress_interval_seconds": 0.05})
+
+    async def run_it():
+        agen = trigger.run()
+        outcome = asyncio.ensure_future(agen.__anext__())
+        hub = EventHub.for_settings(aws.settings)
+        for _ in range(6):
+            aws.sim.step()
+            await asyncio.sleep(0.15)
+        event = await asyncio.wait_for(outcome, 10)
+        await agen.aclose()
+        return event.payload, hub
+
+    event, hub = asyncio.run(run_it())
+    assert event["status"] == "success"
+    assert progress_log.lines() == []
+    assert hub.stats["progress_read_calls"] == 0
+
+
+def test_a_progress_line_counts_each_child_once_at_its_latest_state():
+    seen = [
+        JobState(job_id="p:0", status="RUNNING"),
+        JobState(job_id="p:0", status="SUCCEEDED", attempts=1),
+        JobState(job_id="p:1", status="RUNNING"),
+        JobState(job_id="p:1", status="RUNNABLE", attempts=1),  # its first attempt was reclaimed: queued again
+        JobState(job_id="p:1", status="RUNNING"),  # a late duplicate of the first attempt's RUNNING
+        JobState(job_id="p:2", status="FAILED", attempts=1),
+    ]
+    counts = children_by_status(seen)
+    assert counts == {"SUCCEEDED": 1, "RUNNABLE": 1, "FAILED": 1}
+    assert progress_text(counts, 5) == "1 SUCCEEDED, 1 RUNNABLE, 1 FAILED of 5 children (2 not heard from yet)"
 
 
 def test_killing_the_deferred_task_terminates_its_job(aws):

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batch_model import JobState, completion_event
+from batch_model import JobState, children_by_status, completion_event, progress_text
 from platform_settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ FATAL_ERROR_CODES = frozenset(
     }
 )
 IDLE_LINGER_SECONDS = 5.0
+DEFAULT_PROGRESS_INTERVAL = 60.0
 MAX_ERROR_BACKOFF = 60.0
 
 
@@ -238,6 +239,19 @@ class EventHub:
         for watch in self.watches[job_id]:
             watch.changed.set()
 
+    async def read_children(self, parent_id: str) -> list[JobState]:
+        """The recorded states of an array job's children, for a waiting trigger's progress line.
+
+        Read from the store, not counted from the events this hub consumed: the triggerers sharing a queue
+        each receive part of the children's events, and those received before a triggerer restart were
+        consumed by a hub that is gone; the store holds every one of them. One Query (paged at 1 MB) per array
+        job per progress interval (a minute by default) is the whole cost: nothing per event, no Batch call."""
+        if self.store is None:  # not connected yet: nothing to say this time
+            return []
+        children = await asyncio.to_thread(self.store.children, parent_id)
+        self.stats["progress_read_calls"] += 1
+        return children
+
     # --- the three loops ----------------------------------------------------------------------------
     async def _consume(self) -> None:
         failures = 0
@@ -373,29 +387,62 @@ class BatchJobEventTrigger(BaseTrigger):
     The event's payload: ``status`` ("success" if all succeeded, "failed" if any failed, "error" if waiting
     itself is impossible), ``jobs`` (one summary per job) and ``message``.
 
+    While it waits on an array job, it logs the children's states (which the task's log shows), at most once
+    per ``progress_interval_seconds`` and only when they changed.
+
     :param job_ids: Batch job ids (an array job counts as one: its parent id).
     :param settings: resolved ``PlatformSettings.to_dict()``; the triggerer needs no Variable lookup.
     :param terminate_on_kill: terminate the jobs when a user marks the deferred task failed or clears it.
+    :param progress_interval_seconds: the least time between two progress lines of an array job.
     """
 
-    def __init__(self, job_ids: list[str], settings: dict[str, Any], terminate_on_kill: bool = True):
+    def __init__(
+        self,
+        job_ids: list[str],
+        settings: dict[str, Any],
+        terminate_on_kill: bool = True,
+        progress_interval_seconds: float = DEFAULT_PROGRESS_INTERVAL,
+    ):
         super().__init__()
+        if (
+            isinstance(progress_interval_seconds, bool)
+            or not isinstance(progress_interval_seconds, (int, float))
+            or not progress_interval_seconds > 0
+        ):
+            raise ValueError(
+                f"progress_interval_seconds must be a positive number of seconds, got {progress_interval_seconds!r}"
+            )
         self.job_ids = list(job_ids)
         self.settings = dict(settings)
         self.terminate_on_kill = terminate_on_kill
+        self.progress_interval_seconds = progress_interval_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             "triggers.batch_events.BatchJobEventTrigger",
-            {"job_ids": self.job_ids, "settings": self.settings, "terminate_on_kill": self.terminate_on_kill},
+            {
+                "job_ids": self.job_ids,
+                "settings": self.settings,
+                "terminate_on_kill": self.terminate_on_kill,
+                "progress_interval_seconds": self.progress_interval_seconds,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hub = EventHub.for_settings(PlatformSettings.from_dict(self.settings))
         watch = hub.watch(self.job_ids)
+        loop = asyncio.get_running_loop()
+        reported: dict[str, Counter[str]] = {}
+        next_progress = loop.time() + self.progress_interval_seconds
         try:
             while not watch.done():
-                await watch.wait()
+                try:
+                    await asyncio.wait_for(watch.wait(), timeout=max(0.0, next_progress - loop.time()))
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+                if loop.time() >= next_progress and not watch.done():
+                    await self._log_progress(hub, watch, reported)
+                    next_progress = loop.time() + self.progress_interval_seconds
             states = [s for s in watch.states().values() if s is not None]
         except HubError as exc:
             yield TriggerEvent({"status": "error", "message": str(exc), "job_ids": self.job_ids, "jobs": []})
@@ -403,6 +450,23 @@ class BatchJobEventTrigger(BaseTrigger):
         finally:
             watch.close()
         yield TriggerEvent(completion_event(states))
+
+    async def _log_progress(self, hub: EventHub, watch: Watch, reported: dict[str, Counter[str]]) -> None:
+        """A line per waited array job whose children's states changed since its last line. Logged here, in
+        the trigger's own task, so the triggerer routes it to this task's log (the hub's loops run in the
+        context of whichever trigger started the hub)."""
+        for job_id, state in watch.states().items():
+            if state is None or not state.array_size or state.terminal:
+                continue
+            try:
+                counts = children_by_status(await hub.read_children(job_id))
+            except Exception as exc:  # progress is for a person watching: it never ends the wait
+                self.log.warning("could not read the progress of array job %s: %s", job_id, exc)
+                continue
+            if counts == reported.get(job_id, Counter()):
+                continue
+            reported[job_id] = counts
+            self.log.info("array job %s: %s", job_id, progress_text(counts, state.array_size))
 
     async def on_kill(self) -> None:
         """A user acted on the deferred task: stop paying for its jobs."""
