@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from genomics_steps import layout
 from genomics_steps.gwas import ENGINES, PIPELINE
-from genomics_steps.names import FILE_URI, LABEL, bad_items, problems_in
+from genomics_steps.names import FILE_URI, JOB_DEFINITION, LABEL, LOCO_FILE, bad_items, problems_in
 
 from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
 from pipeline_plan import RunConfigError
@@ -32,7 +32,6 @@ MAX_LINKS = 8  # data repository associations per file system
 NO_COVARIATES = "none"
 # The Batch job definition of the GWAS jobs (name, or name:revision): Batch cannot override a job's image, so
 # the regenie version of a run is chosen by the job definition whose image carries it.
-JOB_DEFINITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}(:[1-9][0-9]{0,8})?")  # used with fullmatch
 DEFAULT_JOB_DEFINITION = "genomics-gwas"
 PREDICTIONS_SUFFIX = "_pred.list"
 MAX_PREDICTIONS_BYTES = 1 << 20
@@ -70,12 +69,12 @@ def gwas_params() -> dict[str, Any]:
         "engine": Param("auto", type="string", enum=["auto", *ENGINES], title="Association engine",
                         description="regenie, or plink2 --glm (Debian package, runs locally); auto: regenie on "
                                     "AWS, and locally regenie when one is on PATH, else plink2."),
-        "regenie_image": Param(DEFAULT_JOB_DEFINITION, type="string", pattern=f"^{JOB_DEFINITION.pattern}$",
+        "regenie_image": Param(DEFAULT_JOB_DEFINITION, type="string", pattern=JOB_DEFINITION.schema(),
                                title="GWAS job definition",
                                description="Batch job definition (name or name:revision) of the GWAS jobs: its "
                                            "image's regenie is the version the run uses. Ignored locally, where "
                                            "the regenie on PATH runs."),
-        "step1_predictions": Param(None, type=OPTIONAL_STRING, pattern=r"^$|" + FILE_URI.pattern,
+        "step1_predictions": Param(None, type=OPTIONAL_STRING, pattern=FILE_URI.schema(optional=True),
                                    title="Step 1 predictions",
                                    description="URI of a regenie step 1 <prefix>_pred.list whose LOCO files are "
                                                "beside it (an earlier run's results/.../step1/fit_pred.list "
@@ -107,7 +106,7 @@ def _prediction_files(uri: str, text: bytes, problems: list[str]) -> dict[str, s
         if not fields:
             continue
         name = fields[-1].rsplit("/", 1)[-1] if len(fields) == 2 else ""
-        if not (LABEL.fullmatch(fields[0]) and re.fullmatch(r"[A-Za-z0-9_.=+-]+\.loco(\.gz)?", name)):
+        if not (LABEL.ok(fields[0]) and LOCO_FILE.ok(name)):
             problems.append(f"step1_predictions {uri} line {n} is not '<trait> <path>.loco': {line[:200]!r}")
             return {}
         if fields[0] in files:
@@ -162,12 +161,11 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
         problems.append("engine regenie: regenie is not installed on this machine (Debian does not package it); "
                         "use engine plink2 here, or regenie on AWS Batch with the docker/gwas image")
     job_definition = params.get("regenie_image") or DEFAULT_JOB_DEFINITION
-    if not (isinstance(job_definition, str) and JOB_DEFINITION.fullmatch(job_definition)):
-        problems.append(f"regenie_image {job_definition!r} must be a Batch job definition name or name:revision "
-                        f"({JOB_DEFINITION.pattern})")
+    if not JOB_DEFINITION.ok(job_definition):
+        problems.append(JOB_DEFINITION.problem("regenie_image", job_definition))
     predictions = params.get("step1_predictions") or ""
     if predictions:
-        if not (isinstance(predictions, str) and FILE_URI.fullmatch(predictions)
+        if not (FILE_URI.ok(predictions)
                 and predictions.endswith(PREDICTIONS_SUFFIX)):
             problems.append(f"step1_predictions {predictions!r} must be an s3:// or file:// URI of a regenie "
                             f"<prefix>{PREDICTIONS_SUFFIX}")

@@ -161,7 +161,7 @@ def test_the_job_definition_of_the_run_is_the_regenie_image_param():
 def test_a_regenie_image_that_is_not_a_job_definition_is_refused(value):
     from pipeline_plan import RunConfigError
 
-    with pytest.raises(RunConfigError, match=re.escape(f"regenie_image {value!r} must be a Batch job definition")):
+    with pytest.raises(RunConfigError, match=re.escape(f"regenie_image {value!r} is not a Batch job definition")):
         _plan({"regenie_image": value})
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -285,7 +286,8 @@ def _first_check(dagbag, dag_id: str, config: dict) -> str:
             check_params(config)
     else:  # batch_events_demo: its first task, sample_list, checks before the fan-outs submit
         with pytest.raises(ValueError) as refused:
-            dagbag.dags[dag_id].get_task("sample_list").python_callable(params=config)
+            dag = dagbag.dags[dag_id]
+            dag.get_task("sample_list").python_callable(params=config, dag_run=SimpleNamespace(conf=config), dag=dag)
     return str(refused.value)
 
 

@@ -96,6 +96,11 @@ SRA_STUDY = Rule(r"[SED]RP[0-9]{1,12}", "SRA study accession",
                  "an SRA study accession (SRP, ERP or DRP and digits)")
 SRA_RUN = Rule(r"[SED]RR[0-9]{1,12}", "SRA run accession",
                "an SRA run accession (SRR, ERR or DRR and digits)")
+# A Batch job definition, name or name:revision (the GWAS run picks its regenie image by it).
+JOB_DEFINITION = Rule(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}(?::[1-9][0-9]{0,8})?", "job definition",
+                      "a Batch job definition name (letters, digits, _ -) or name:revision")
+LOCO_FILE = Rule(r"[A-Za-z0-9_.=+\-]+\.loco(?:\.gz)?", "LOCO file name",
+                 "a regenie LOCO file name (<name>.loco or .loco.gz)")
 BIOPROJECT = Rule(r"PRJ[DEN][A-Z][0-9]{1,12}", "BioProject accession",
                   "a BioProject accession (PRJNA, PRJEB, PRJDB... and digits)")
 
