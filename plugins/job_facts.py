@@ -24,6 +24,7 @@ from platform_settings import PlatformSettings
 
 COLUMNS = ("job_id", "step", "status", "attempts", "started_ms", "stopped_ms", "vcpus", "memory_mib", "job_queue",
            "capacity_type", "instance_type", "container_reason", "job_definition", "reused_from")
+NO_JOB = "none"  # the job part of the file name of an outcome no job reported (staged by the run's outcomes task)
 OUTCOME_COLUMNS = ("run_id", "step", "outcome", "reason", "job_id", "attempts", "exit_code", "status_reason",
                    "container_reason", "memory_mib", "log", "log_tail", "recorded_ms")
 
@@ -95,7 +96,7 @@ def stage_outcome_rows(settings: PlatformSettings, *, pipeline: str, run_id: str
                   row.get("exit_code"), row.get("status_reason"), row.get("container_reason"), memory_mib,
                   row.get("log"), " | ".join(row.get("log_tail") or []), now]
         line = "\t".join("" if v is None or v == "" else _one_line(str(v)) for v in values)
-        name = outcome_file(step, row["outcome"], row.get("job_id") or "none")
+        name = outcome_file(step, row["outcome"], row.get("job_id") or NO_JOB)
         write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
 
     with ThreadPoolExecutor(max_workers=16) as pool:

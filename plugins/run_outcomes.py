@@ -22,6 +22,7 @@ from genomics_steps.outcomes import EXCLUDED, FAILED, NOT_RUN, SUCCEEDED
 import job_facts
 from airflow_compat import AirflowFailException
 from pipeline_plan import DEFAULT_MAX_FAILED_FRACTION
+NO_JOB = job_facts.NO_JOB
 _PRECEDENCE = {SUCCEEDED: 3, EXCLUDED: 2, FAILED: 1, NOT_RUN: 0}  # a later generation that succeeded wins
 
 
@@ -32,22 +33,22 @@ def settle(*, steps: list[str], pipeline: str, planned: dict[str, Any], params: 
     that recorded nothing. Returns what the publish tasks and the verdict need."""
     project, version = planned["project"], params["pipeline_version"]
     recorded: dict[tuple[str, str], str] = {}
+    ran: set[str] = set()  # samples a job ran for (so they have job_runs rows)
     for path in list_files(outcome_prefix):
         parsed = job_facts.parse_outcome_file(path)
         if parsed:
             sample, step, outcome = parsed
+            if not path.endswith(f"-{NO_JOB}.tsv"):
+                ran.add(sample)
             if _PRECEDENCE[outcome] > _PRECEDENCE.get(recorded.get((sample, step), ""), -1):
                 recorded[(sample, step)] = outcome
 
     first_bad: dict[str, tuple[str, str]] = {}  # sample -> (step, outcome) where it stopped
     missing: dict[str, list[dict[str, Any]]] = {step: [] for step in steps}
-    ran: set[str] = set()
     for sample in planned["todo"]:
         stopped_at: tuple[str, str] | None = None
         for step in steps:
             outcome = recorded.get((sample, step))
-            if outcome:
-                ran.add(sample)
             if stopped_at:
                 if not outcome:
                     missing[step].append({"sample": sample, "outcome": NOT_RUN,

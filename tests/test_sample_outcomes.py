@@ -64,6 +64,13 @@ def test_a_step_that_recorded_nothing_counts_as_failed_with_the_reason():
     assert result["job_units"] == [], "no job ran for it: it has no job_runs rows to publish"
 
 
+def test_settling_again_after_a_rerun_counts_only_jobs_as_having_run():
+    """The outcomes task may run twice (cleared); the rows it staged itself are not a job's."""
+    result, _ = _settle(["sample_id=A/fastp-failed-none.tsv", "sample_id=A/salmon_quant-not_run-none.tsv"],
+                        complete=[], todo=["A"], max_failed_fraction=1.0)
+    assert result["failed"] == {"A": "fastp"} and result["job_units"] == []
+
+
 def test_samples_done_before_are_published_with_this_runs():
     result, _ = _settle(["sample_id=B/fastp-succeeded-j.tsv", "sample_id=B/salmon_quant-succeeded-k.tsv"],
                         complete=["A", "B"], todo=["B"], samples=["A", "B"])

@@ -208,7 +208,7 @@ class BatchJobOperator(BaseOperator):
             raise AirflowException(f"Could not wait for Batch job(s) {event.get('job_ids')}: {event.get('message')}")
         settings = PlatformSettings.resolve()
         spec = self._spec(settings, context)
-        if not self.per_sample_outcomes:
+        if not (self.per_sample_outcomes and (spec.sample or spec.samples)):
             summary = summarize(settings, event["jobs"][0], spec)
             job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log)
             if summary["status"] != "SUCCEEDED":
