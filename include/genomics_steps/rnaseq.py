@@ -46,7 +46,7 @@ def fastp_gate(args) -> list[gates.Minimum]:
     return [
         gates.Minimum("reads", "reads_after", "the number of reads passing fastp's filters", args.min_reads,
                       gates.EXCLUDE),
-        # judged on the reads as sequenced: fastp's filter has already dropped the worst reads of the survivors
+        # judged on the reads as sequenced: after fastp's filter the worst reads are gone, flattering the rate
         gates.Minimum("q30_rate", "q30_rate_raw", "the Q30 rate of the reads as sequenced", args.min_q30_rate,
                       gates.EXCLUDE),
     ]
