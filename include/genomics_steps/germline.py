@@ -3,19 +3,23 @@ bcftools, tabix).
 
     python -m genomics_steps.germline bwa-index --reference R [--force true]
     python -m genomics_steps.germline bwa-mem --pipeline-version V --reference R [--input-prefix URI]
-    python -m genomics_steps.germline markdup --pipeline-version V
+    python -m genomics_steps.germline markdup --pipeline-version V [--min-reads N] [--min-mapping-rate F]
     python -m genomics_steps.germline call --pipeline-version V --reference R
     python -m genomics_steps.germline stats --pipeline-version V
 
 Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+
+QC gate (gates.py), in markdup, on the figures samtools flagstat gives of the marked BAM (there is no fastp
+here): fewer primary reads than --min-reads excludes the sample; a primary mapped rate below
+--min-mapping-rate flags it (it is still called and published).
 """
 
 from __future__ import annotations
 
 import sys
 
-from genomics_steps import layout
-from genomics_steps.step import Step, begin, index_step_args, main_of, sample_step_args, threads
+from genomics_steps import gates, layout
+from genomics_steps.step import Step, begin, gate_args, index_step_args, main_of, sample_step_args, threads
 
 PIPELINE = "germline"
 STEPS = ["bwa_mem", "markdup", "call", "stats"]
@@ -56,10 +60,19 @@ def bwa_mem(args) -> None:
     step.finish()
 
 
+def markdup_gate(args) -> list[gates.Minimum]:
+    return [
+        gates.Minimum("reads", "reads", "the number of primary reads (samtools flagstat)", args.min_reads,
+                      gates.EXCLUDE),
+        gates.Minimum("mapping_rate", "mapped_rate", "the primary mapped rate (samtools flagstat)",
+                      args.min_mapping_rate, gates.FLAG),
+    ]
+
+
 def markdup(args) -> None:
     outputs = ["sample.bam", "sample.bam.bai", "markdup.txt", "flagstat.tsv"]
     step = Step.for_sample(PIPELINE, "markdup", args, outputs, ["samtools"])
-    if not begin(step):
+    if not begin(step, markdup_gate(args)):
         return
     aligned = step.input(step.sibling("bwa_mem") + "aligned.bam")
     sorted_bam = step.work / "sorted.bam"
@@ -81,7 +94,10 @@ def markdup(args) -> None:
         "duplicate_rate": int(flags.get("primary duplicates", 0)) / total if total else 0.0,
     }
     step.stage_qc("samtools", qc)
+    verdict = step.judge(markdup_gate(args), qc)
     step.finish(**qc)
+    if verdict.excluded:
+        step.exclude(verdict.excluded)
 
 
 def call(args) -> None:
@@ -138,7 +154,7 @@ def stats_qc(text: str) -> dict[str, float | None]:
 COMMANDS = {
     "bwa-index": (index_step_args, bwa_index),
     "bwa-mem": (lambda p: sample_step_args(p, reads=True, reference=True), bwa_mem),
-    "markdup": (lambda p: sample_step_args(p), markdup),
+    "markdup": (lambda p: (sample_step_args(p), gate_args(p, "reads", "mapping_rate")), markdup),
     "call": (lambda p: sample_step_args(p, reference=True), call),
     "stats": (lambda p: sample_step_args(p), stats),
 }

@@ -2,9 +2,15 @@
 
     python -m genomics_steps.rnaseq salmon-index --reference R [--force true]
     python -m genomics_steps.rnaseq fastp --pipeline-version V [--input-prefix URI] [--force true]
+        [--min-reads N] [--min-q30-rate F]
     python -m genomics_steps.rnaseq salmon-quant --pipeline-version V --reference R [--force true]
+        [--min-mapping-rate F]
 
 Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+
+QC gates (gates.py): after fastp, fewer reads passing its filters than --min-reads, or a Q30 rate of the
+reads as sequenced below --min-q30-rate, excludes the sample; after salmon, a mapping rate below
+--min-mapping-rate flags it (it is still published).
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import json
 import sys
 import tarfile
 
-from genomics_steps import layout
-from genomics_steps.step import Step, StepFailed, begin, index_step_args, main_of, sample_step_args, threads
+from genomics_steps import gates, layout
+from genomics_steps.step import (Step, StepFailed, begin, gate_args, index_step_args, main_of, sample_step_args,
+                                 threads)
 
 PIPELINE = "rnaseq"
 STEPS = ["fastp", "salmon_quant"]  # a sample is done when both are complete
@@ -35,6 +42,21 @@ def fastp_figures(report: dict) -> dict:
     }
 
 
+def fastp_gate(args) -> list[gates.Minimum]:
+    return [
+        gates.Minimum("reads", "reads_after", "the number of reads passing fastp's filters", args.min_reads,
+                      gates.EXCLUDE),
+        # judged on the reads as sequenced: after fastp's filter the worst reads are gone, flattering the rate
+        gates.Minimum("q30_rate", "q30_rate_raw", "the Q30 rate of the reads as sequenced", args.min_q30_rate,
+                      gates.EXCLUDE),
+    ]
+
+
+def salmon_gate(args) -> list[gates.Minimum]:
+    return [gates.Minimum("mapping_rate", "percent_mapped", "salmon's mapping rate", args.min_mapping_rate,
+                          gates.FLAG, scale=0.01)]
+
+
 def salmon_index(args) -> None:
     step = Step.for_index("salmon_index", args, "salmon", ["index.tar.gz"], ["salmon"])
     if not begin(step):
@@ -50,7 +72,7 @@ def salmon_index(args) -> None:
 def fastp(args) -> None:
     outputs = ["trimmed_R1.fastq.gz", "trimmed_R2.fastq.gz", "fastp.json", "fastp.html"]
     step = Step.for_sample(PIPELINE, "fastp", args, outputs, ["fastp"])
-    if not begin(step):
+    if not begin(step, fastp_gate(args)):
         return
     r1_uri, r2_uri = step.reads(args.input_prefix)
     r1, r2 = step.input(r1_uri), step.input(r2_uri)
@@ -58,16 +80,19 @@ def fastp(args) -> None:
               "-O", str(step.out("trimmed_R2.fastq.gz")), "-j", str(step.out("fastp.json")),
               "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
     qc = fastp_figures(json.loads(step.out("fastp.json").read_text()))
-    if not qc["reads_after"]:  # fastp accepts empty or unparsable FASTQ and keeps nothing: stop here
-        raise StepFailed(f"fastp kept no reads (it read {qc['reads_before']}): are {r1_uri} and {r2_uri} FASTQ?")
+    if not qc["reads_before"]:  # fastp accepts empty or unparsable FASTQ and reads nothing: stop here
+        raise StepFailed(f"fastp kept no reads (it read 0): are {r1_uri} and {r2_uri} FASTQ?")
     step.stage_qc("fastp", qc)
+    verdict = step.judge(fastp_gate(args), qc)
     step.finish(**qc)
+    if verdict.excluded:
+        step.exclude(verdict.excluded)
 
 
 def salmon_quant(args) -> None:
     outputs = ["quant.sf", "meta_info.json", "lib_format_counts.json"]
     step = Step.for_sample(PIPELINE, "salmon_quant", args, outputs, ["salmon"])
-    if not begin(step):
+    if not begin(step, salmon_gate(args)):
         return
     trimmed = step.sibling("fastp")
     r1, r2 = step.input(trimmed + "trimmed_R1.fastq.gz"), step.input(trimmed + "trimmed_R2.fastq.gz")
@@ -93,13 +118,14 @@ def salmon_quant(args) -> None:
     qc = {"num_processed": meta["num_processed"], "num_mapped": meta["num_mapped"],
           "percent_mapped": meta["percent_mapped"]}
     step.stage_qc("salmon", qc)
+    step.judge(salmon_gate(args), qc)  # a low mapping rate flags the sample: the step still succeeds
     step.finish(**qc, library_type=meta.get("library_types"))
 
 
 COMMANDS = {
     "salmon-index": (index_step_args, salmon_index),
-    "fastp": (lambda p: sample_step_args(p, reads=True), fastp),
-    "salmon-quant": (lambda p: sample_step_args(p, reference=True), salmon_quant),
+    "fastp": (lambda p: (sample_step_args(p, reads=True), gate_args(p, "reads", "q30_rate")), fastp),
+    "salmon-quant": (lambda p: (sample_step_args(p, reference=True), gate_args(p, "mapping_rate")), salmon_quant),
 }
 
 if __name__ == "__main__":

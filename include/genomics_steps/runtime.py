@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from genomics_steps import layout
+from genomics_steps import gates, layout
 from genomics_steps.names import GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
 
 # Arguments a step takes, checked by the job itself before it reads or writes anything: a job started by hand
@@ -111,6 +111,7 @@ def argument_problems(args: Any, environ: dict[str, str] | None = None) -> list[
     problems = problems_in(checks)
     if values.get("input_prefix") and not LOCATION.ok(values["input_prefix"]):
         problems.append(LOCATION.problem("--input-prefix", values["input_prefix"]))
+    problems += gates.threshold_problems({k: v for k, v in values.items() if v is not None}, prefix="--")
     if isinstance(values.get("samples"), list) and (bad := bad_items(SAMPLE_ID, "--samples", values["samples"])):
         problems.append(bad)
     if env.get("GENOMICS_LAKE_URI"):

@@ -8,6 +8,12 @@ first and ``metrics.json`` last, so its presence means the step is complete.
 
 A tool that fails ends the job with the tool's exit code, and the tool's own last lines (stderr, and stdout when
 it is not the step's data) are the last lines of the job log, where the Airflow task's failure message quotes them from.
+
+A QC gate (``gates.py``) judges the step's figures with ``judge()`` before ``finish()``; when it excludes the
+sample, the step calls ``exclude(reason)`` after ``finish()``: the outputs, metrics.json and QC rows are
+written as usual, then the job prints ``excluded: <reason>`` as the last line of its log and exits with
+``outcomes.EXCLUDED_EXIT_CODE``. A complete step is judged again from its recorded figures (``begin``), so a
+rerun excludes the sample again without redoing the work.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genomics_steps import layout
+from genomics_steps import gates, layout
+from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
 from genomics_steps.runtime import (
     argument_problems,
     current_sample,
     download,
     exists_uri,
     on_fsx,
+    read_uri,
     staging_uri,
     upload,
     write_uri,
@@ -60,6 +68,14 @@ class StepFailed(Exception):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Excluded(Exception):
+    """A QC gate excluded the sample; the step's outputs and metrics.json are written (see ``Step.exclude``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = " ".join(reason.split())  # one log line, whatever the reason holds
 
 
 def tool_version(tool: str) -> str:
@@ -110,6 +126,8 @@ class Step:
         self.sample = sample
         self.pipeline_version = pipeline_version
         self.staged: list[str] = []
+        self.verdict: gates.Verdict | None = None
+        self.finished = False
         self.started = time.time()
         self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("TMPDIR")))
         self.out_dir = self.work / "out"
@@ -236,6 +254,25 @@ class Step:
         self.stage_rows("qc_metrics", ["tool", "metric", "value"], [[tool, k, v] for k, v in qc.items()],
                         f"{tool}.tsv")
 
+    def judge(self, minimums: list[gates.Minimum], figures: dict[str, Any]) -> gates.Verdict:
+        """Hold ``figures`` against ``minimums``: stage the gate's qc_metrics rows (file gate_<step>.tsv) and keep
+        the verdict for metrics.json. The caller finishes, then excludes if ``verdict.excluded``."""
+        self.verdict = gates.judge(minimums, figures)
+        self.stage_rows("qc_metrics", ["tool", "metric", "value"], self.verdict.rows, f"{gates.TOOL}_{self.name}.tsv")
+        if self.verdict.flagged:
+            print(f"flagged: {self.verdict.flagged}", flush=True)
+        return self.verdict
+
+    def exclude(self, reason: str) -> None:
+        """End the job as excluded (after ``finish()``: the excluded sample's figures are published)."""
+        if not self.finished:
+            raise RuntimeError(f"step {self.name} excludes its sample only after finish()")
+        raise Excluded(reason)
+
+    def recorded(self) -> dict[str, Any]:
+        """The metrics.json document of the complete step."""
+        return json.loads(read_uri(self.uri(layout.METRICS)))
+
     def finish(self, **metrics: Any) -> dict[str, Any]:
         """Upload the outputs, write metrics.json last, and remove the work directory."""
         for output in self.outputs:
@@ -262,8 +299,11 @@ class Step:
             "staged": self.staged,
             "metrics": metrics,
         }
+        if self.verdict is not None:
+            document["gate"] = self.verdict.record()
         write_uri(self.uri(layout.METRICS), json.dumps(document, indent=2).encode())  # last: marks it complete
         print(json.dumps(document), flush=True)
+        self.finished = True
         self.cleanup()
         return document
 
@@ -279,6 +319,19 @@ def sample_step_args(parser: argparse.ArgumentParser, *, reads: bool = False, re
                                                                "default the lake's raw/<project>/")
     if reference:
         parser.add_argument("--reference", required=True)
+
+
+def gate_args(parser: argparse.ArgumentParser, *minimums: str) -> None:
+    """The QC minimums a step's gate takes (``reads``, ``q30_rate``, ``mapping_rate``), defaults as the Params'."""
+    helps = {
+        "reads": (int, gates.DEFAULT_MIN_READS, "fewer reads exclude the sample"),
+        "q30_rate": (float, gates.DEFAULT_MIN_Q30_RATE, "a lower fraction of bases >= Q30 excludes the sample"),
+        "mapping_rate": (float, gates.DEFAULT_MIN_MAPPING_RATE, "a lower mapped fraction flags the sample"),
+    }
+    for name in minimums:
+        kind, default, meaning = helps[name]
+        parser.add_argument(f"--min-{name.replace('_', '-')}", type=kind, default=default,
+                            help=f"{meaning} (default {default})")
 
 
 def index_step_args(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +355,10 @@ def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
           f"{os.environ.get('AWS_BATCH_JOB_ATTEMPT')}", flush=True)
     try:
         commands[args.command][1](args)
+    except Excluded as exc:  # its reason is the log's last line, where the operator reads it
+        sys.stderr.flush()
+        print(f"excluded: {exc.reason}", flush=True)
+        return EXCLUDED_EXIT_CODE
     except StepFailed as exc:
         print(f"step {args.command} failed: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
@@ -311,10 +368,18 @@ def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     return 0
 
 
-def begin(step: Step) -> bool:
-    """True if the step has work to do; prints why not otherwise."""
+def begin(step: Step, minimums: list[gates.Minimum] | None = None) -> bool:
+    """True if the step has work to do; prints why not otherwise. A complete step with QC ``minimums`` is
+    judged again from the figures its metrics.json recorded, with this run's thresholds: a sample it excludes
+    is excluded again (Excluded), and the gate's rows are staged again."""
     if not step.force and step.complete():
         print(f"step {step.name}: all outputs exist under {step.prefix}; nothing to do (force to redo)", flush=True)
-        step.cleanup()
+        try:
+            if minimums:
+                verdict = step.judge(minimums, step.recorded().get("metrics") or {})
+                if verdict.excluded:
+                    raise Excluded(verdict.excluded)
+        finally:
+            step.cleanup()
         return False
     return True

@@ -97,8 +97,8 @@ def _pair(rng: random.Random, template: str) -> tuple[str, str] | None:
     return _mutate(rng, fragment[:READ_LENGTH]), _mutate(rng, revcomp(fragment)[:READ_LENGTH])
 
 
-def _fastq_pair(sample: str, pairs: list[tuple[str, str]]) -> tuple[bytes, bytes]:
-    quality = "I" * READ_LENGTH
+def _fastq_pair(sample: str, pairs: list[tuple[str, str]], phred: int = 40) -> tuple[bytes, bytes]:
+    quality = chr(33 + phred) * READ_LENGTH
     r1, r2 = io.StringIO(), io.StringIO()
     for i, (a, b) in enumerate(pairs, 1):
         r1.write(f"@{sample}.{i}/1\n{a}\n+\n{quality}\n")
@@ -107,9 +107,11 @@ def _fastq_pair(sample: str, pairs: list[tuple[str, str]]) -> tuple[bytes, bytes
             gzip.compress(r2.getvalue().encode(), compresslevel=4, mtime=0))
 
 
-def rnaseq_sample(reference: str, sample: str, fragments: int = 40_000) -> tuple[bytes, bytes, dict[str, float]]:
+def rnaseq_sample(reference: str, sample: str, fragments: int = 40_000,
+                  phred: int = 40) -> tuple[bytes, bytes, dict[str, float]]:
     """Reads at known abundances: each transcript's TPM is drawn log-normally per sample; fragments are
-    sampled in proportion to TPM x length, as in a real library. Returns R1, R2 and the true TPM."""
+    sampled in proportion to TPM x length, as in a real library. Every base has quality ``phred``. Returns R1,
+    R2 and the true TPM."""
     transcripts, _ = transcriptome(reference)
     rng = _rng(reference, sample, "rnaseq")
     names = list(transcripts)
@@ -123,7 +125,7 @@ def rnaseq_sample(reference: str, sample: str, fragments: int = 40_000) -> tuple
             pair = _pair(rng, transcripts[t])
             if pair:
                 pairs.append(pair)
-    r1, r2 = _fastq_pair(sample, pairs)
+    r1, r2 = _fastq_pair(sample, pairs, phred)
     return r1, r2, tpm
 
 
