@@ -54,6 +54,10 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
         from platform_settings import PlatformSettings
         from run_outcomes import settle
 
+        if project is None or todo is None:  # plan failed (a refused run config): nothing ran, nothing to settle
+            from airflow_compat import AirflowFailException
+
+            raise AirflowFailException("plan did not finish: no sample was planned, no outcome to settle")
         settings = PlatformSettings.resolve()
         result = settle(
             steps=spec.steps, pipeline=spec.name, planned={"project": project, "samples": samples, "todo": todo},

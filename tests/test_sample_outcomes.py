@@ -120,18 +120,24 @@ def _fetch(local, sql: str) -> list[tuple]:
 
 
 @pytest.mark.e2e
-def test_a_corrupt_sample_in_an_array_unit_fails_alone_and_a_rerun_runs_only_it(local, dagbag, monkeypatch):
+def test_a_corrupt_and_a_tiny_sample_in_array_units_stop_alone_and_a_rerun_runs_only_them(local, dagbag,
+                                                                                           monkeypatch):
+    import job_facts
     import pipeline_plan
-    from tests.test_pipelines import _jobs, _no_retries, _synthetic
+    from hooks import lake
+    from tests.test_pipelines import _no_retries, _synthetic
 
     good = ["G1", "G2", "G3", "G4", "G5"]
     _synthetic(local, "rnaseq", good)
     _corrupt(local, "BAD")
-    monkeypatch.setattr(pipeline_plan, "ARRAY_CHUNK", 3)  # two units: [G1, BAD, G2] and [G3, G4, G5]
+    tiny = synthetic.rnaseq_sample("synthetic-v1", "TINY", fragments=25)  # 50 reads: under min_reads
+    for mate, body in zip(("R1", "R2"), tiny[:2]):
+        (Path(local.local_home) / f"lake/raw/e2e/TINY_{mate}.fastq.gz").write_bytes(body)
+    monkeypatch.setattr(pipeline_plan, "ARRAY_CHUNK", 4)  # two units: [G1, BAD, G2, TINY] and [G3, G4, G5]
     dag = dagbag.dags["rnaseq"]
     _no_retries(dag)
-    conf = {"project": "e2e", "samples": ["G1", "BAD", "G2", "G3", "G4", "G5"], "reference": "synthetic-v1",
-            "fan_out": "array", "max_failed_fraction": 0.5}
+    conf = {"project": "e2e", "samples": ["G1", "BAD", "G2", "TINY", "G3", "G4", "G5"],
+            "reference": "synthetic-v1", "fan_out": "array", "max_failed_fraction": 0.5}
 
     run = dag.test(run_conf=conf)
     assert run.state == "failed"
@@ -139,19 +145,23 @@ def test_a_corrupt_sample_in_an_array_unit_fails_alone_and_a_rerun_runs_only_it(
     assert {s for (task, _), s in states.items() if task.startswith("per_sample.")} == {"success"}, \
         "a unit with some samples left succeeds and goes on"
     assert states[("verdict", -1)] == "failed"
-    for table in ("transcript_quant", "gene_quant", "qc_metrics"):
+    for table in ("transcript_quant", "gene_quant"):
         assert [s for (s,) in _fetch(local, f"SELECT DISTINCT sample_id FROM {table} ORDER BY 1")] == good
-    outcomes = {(s, step): (outcome, tail) for s, step, outcome, tail in _fetch(
-        local, "SELECT sample_id, step, outcome, log_tail FROM sample_outcomes")}
+    outcomes = {(s, step): (outcome, reason, tail) for s, step, outcome, reason, tail in _fetch(
+        local, "SELECT sample_id, step, outcome, reason, log_tail FROM sample_outcomes")}
     assert outcomes[("BAD", "fastp")][0] == "failed"
-    assert "igzip: Error invalid gzip header" in outcomes[("BAD", "fastp")][1], "the tool's own error, queryable"
-    assert outcomes[("BAD", "salmon_quant")][0] == "not_run"
+    assert "igzip: Error invalid gzip header" in outcomes[("BAD", "fastp")][2], "the tool's own error, queryable"
+    assert outcomes[("TINY", "fastp")][:2] == (
+        "excluded", "the number of reads passing fastp's filters is 50, below min_reads 10000")
+    assert outcomes[("BAD", "salmon_quant")][0] == outcomes[("TINY", "salmon_quant")][0] == "not_run"
     assert {outcomes[(s, step)][0] for s in good for step in STEPS} == {"succeeded"}
-    assert len(outcomes) == 12, "one row per sample and step"
+    assert len(outcomes) == 14, "one row per sample and step"
 
-    before = _jobs(local)
     rerun = dag.test(run_conf=conf)
-    assert rerun.state == "failed" and _jobs(local) == before + 1, "only the corrupt sample's fastp is submitted"
+    assert rerun.state == "failed"
+    prefix = job_facts.outcome_prefix(local, "rnaseq", rerun.run_id, "e2e")
+    ran_again = {job_facts.parse_outcome_file(p)[0] for p in lake.list_files(local, prefix)}
+    assert ran_again == {"BAD", "TINY"}, "no sample that completed is run again"
 
 
 def _complete(op, context, timeout=90):
