@@ -160,14 +160,20 @@ def test_rnaseq_trigger_form_shows_params_and_refuses_an_invalid_value(airflow_u
     assert len(_dag_runs(airflow_ui, "rnaseq")) == runs_before
 
 
-def test_rnaseq_trigger_with_defaults_creates_a_run(airflow_ui, browser):
-    _open_trigger_form(browser, airflow_ui, "rnaseq")
-    runs_before = len(_dag_runs(airflow_ui, "rnaseq"))
+def _trigger_paused(browser, airflow_ui, dag_id: str) -> tuple[int, list]:
+    """Submit the open trigger form with the DAG kept paused; (runs before, runs after, within 30 s)."""
+    runs_before = len(_dag_runs(airflow_ui, dag_id))
     _keep_paused(browser)
     _submit_button(browser).click()
     deadline = time.monotonic() + 30
-    while len(runs := _dag_runs(airflow_ui, "rnaseq")) == runs_before and time.monotonic() < deadline:
+    while len(runs := _dag_runs(airflow_ui, dag_id)) == runs_before and time.monotonic() < deadline:
         time.sleep(1)
+    return runs_before, runs
+
+
+def test_rnaseq_trigger_with_defaults_creates_a_run(airflow_ui, browser):
+    _open_trigger_form(browser, airflow_ui, "rnaseq")
+    runs_before, runs = _trigger_paused(browser, airflow_ui, "rnaseq")
     assert len(runs) == runs_before + 1
     assert runs[-1]["conf"]["project"] == "demo" and runs[0]["conf"]["input_uri"] is None
     assert _get_json(f"{airflow_ui}/api/v2/dags/rnaseq")["is_paused"] is True
@@ -185,11 +191,6 @@ def test_rnaseq_trigger_form_accepts_good_names_under_the_full_match_patterns(ai
         field.send_keys(Keys.CONTROL, "a")
         field.send_keys(Keys.BACKSPACE)
         field.send_keys(value)
-    runs_before = len(_dag_runs(airflow_ui, "rnaseq"))
-    _keep_paused(browser)
-    _submit_button(browser).click()
-    deadline = time.monotonic() + 30
-    while len(runs := _dag_runs(airflow_ui, "rnaseq")) == runs_before and time.monotonic() < deadline:
-        time.sleep(1)
+    runs_before, runs = _trigger_paused(browser, airflow_ui, "rnaseq")
     assert len(runs) == runs_before + 1, "the form refused good values"
     assert any(all(run["conf"].get(k) == v for k, v in values.items()) for run in runs)
