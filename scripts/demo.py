@@ -29,8 +29,8 @@ def run_dag(dag_id: str, conf: dict) -> bool:
     log_path = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")) / f"demo-{dag_id}.log"
     log_path.write_text(proc.stdout + proc.stderr)
     for line in (proc.stdout + proc.stderr).splitlines():
-        if f"{dag_id}: " in line and ("sample(s)" in line or "trait(s)" in line):  # the plan task's summary
-            print("    plan: " + line[line.index(f"{dag_id}: "):])
+        if f"{dag_id}: " in line and ("sample(s)" in line or "trait(s)" in line):  # plan's and outcomes' summaries
+            print("    " + line[line.index(f"{dag_id}: "):])
     state = _last_run_state(dag_id)
     if proc.returncode != 0 or state != "success":
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
