@@ -180,6 +180,22 @@ def test_an_array_with_failed_children_hands_on_the_survivors_and_records_every_
                                      ("S2", "align"): "succeeded", ("S3", "align"): "excluded"}
 
 
+def test_a_retry_of_an_array_with_failed_children_settles_from_it_instead_of_running_it_again(aws):
+    """A retry (the scheduler's race, a worker lost) must not submit the whole array again: the samples that
+    succeeded are done, and the failed ones are for a new run of the version."""
+    op, context, event = _array_with(aws, {1: "exit:3"})
+    retry = task_context(try_number=2)
+    summary = op.execute(retry)  # completes inline: the job is over
+    assert aws.sim.calls["SubmitJob"] == 1
+    assert summary["survivors"] == ["S0", "S2", "S3"]
+
+
+def test_a_retry_of_a_unit_where_every_sample_failed_submits_it_again(aws):
+    op, context, event = _array_with(aws, {0: "exit:3", 1: "exit:3"}, n=2)
+    submit(op, task_context(try_number=2))
+    assert aws.sim.calls["SubmitJob"] == 2
+
+
 def test_a_unit_where_every_sample_failed_fails_its_task(aws):
     op, context, event = _array_with(aws, {0: "exit:3", 1: "exit:3"}, n=2)
     with pytest.raises(AirflowException, match="2 of 2 samples failed"):

@@ -41,17 +41,24 @@ def reattach_or_submit(
     build_request: Callable[[str], dict[str, Any]],
     submit: Callable[[dict[str, Any]], tuple[dict[str, Any], int]],
     logger: logging.Logger = log,
+    keep_partial: bool = False,
 ) -> Attached:
     """The job of the task instance ``key``: the one an earlier try submitted if it may still serve, else a new
     submission. ``earlier_try``: this is not the first try (a job may exist that no record names).
     ``build_request(name)`` makes the SubmitJob request (and whatever it needs in the lake) only when a job is
     really submitted; ``submit(request)`` returns the response and how many calls were throttled. ``logger``:
-    the task's own, so its log says which job it waits for and why."""
+    the task's own, so its log says which job it waits for and why. ``keep_partial``: the task settles per
+    sample, so a FAILED job of which some samples succeeded (an array with failed children, or a round of
+    out-of-memory samples) is settled from, not submitted again whole: only a job where nothing succeeded
+    is."""
     prior = store.get_submission(key)
     generation = 0
     if prior:
         state = store.get_many([prior["job_id"]]).get(prior["job_id"])
         status = state.status if state else "SUBMITTED"
+        if status == "FAILED" and keep_partial and _some_samples_settled(store, prior):
+            logger.info("Job %s of an earlier try FAILED for some samples only; settling from it", prior["job_id"])
+            return Attached(prior["job_id"], ended(store, api, prior["job_id"], state))
         if status == "FAILED" or (status == "SUCCEEDED" and rerun_succeeded):
             generation = prior["generation"] + 1
             logger.info("Job %s of an earlier try %s; submitting generation %s", prior["job_id"], status, generation)
@@ -76,6 +83,16 @@ def reattach_or_submit(
                           array_size=array_size, source="submit"))
     logger.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
     return Attached(job_id)
+
+
+def _some_samples_settled(store: Any, prior: dict[str, Any]) -> bool:
+    """Did the earlier try's work succeed for some samples? An out-of-memory round carries the others'
+    outcomes; an array job, its children's states."""
+    if prior.get("settled"):
+        return True
+    if prior.get("array_size"):
+        return any(child.status == "SUCCEEDED" for child in store.children(prior["job_id"]))
+    return False
 
 
 def _remember(store: Any, key: str, job_id: str, name: str, generation: int, queue: str,

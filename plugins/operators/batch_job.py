@@ -181,7 +181,7 @@ class BatchJobOperator(BaseOperator):
             rerun_succeeded=truthy(self.rerun_succeeded), earlier_try=ti.try_number > 1,
             build_request=build,
             submit=lambda req: submit_within_budget(api, store, req, rate_per_second=settings.submit_rate_per_second),
-            logger=self.log,
+            logger=self.log, keep_partial=self.per_sample_outcomes,
         )
         self.job_id = job.job_id
         ti.xcom_push(key="batch_job_id", value=job.job_id)
