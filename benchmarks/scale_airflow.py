@@ -8,8 +8,9 @@ benchmarks/simulated_aws.py (moto's server + the simulated Batch that emits even
     ./dev bench scale --faults                         # the fault-injection run (see --help)
     ./dev bench scale --bad-samples 0.01 --done 0      # 1% of the samples fail fastp at every attempt
 
-Reports, per run: SubmitJob / DescribeJobs / SQS ReceiveMessage / S3 ListObjectsV2 calls, seconds from the
-trigger to the first and to the last submission, task instances created, peak triggerer slots (rows in the
+Reports, per run: SubmitJob / DescribeJobs calls, SQS ReceiveMessage / S3 ListObjectsV2 calls until the
+per-sample steps were over (and, as run_*, until the run's end), seconds from the trigger to the first and to the
+last submission and from the run's start to the end of its steps, outcomes, publishing and itself, task instances created, peak triggerer slots (rows in the
 trigger table), the CPU seconds of the scheduler and of the task processes its LocalExecutor ran, how every
 sample ended (its Batch jobs per step, duplicates, the step a bad sample failed at), the state of the run and of
 each task, and what the run decided about its samples: the ``outcomes`` task's XCom, the sample_outcomes rows it
@@ -178,6 +179,7 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
         started = time.monotonic()
         run_id = airflow.api(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
         peak_triggers, kills, deadline, deferred_since = 0, 0, started + args.timeout, None
+        steps_counts = None  # moto's counts when the per-sample steps were over (before outcomes and publishing)
         while time.monotonic() < deadline:
             time.sleep(2)
             triggers = airflow.db("SELECT count(*) FROM trigger")[0][0]
@@ -191,6 +193,10 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
                 time.sleep(3)
                 airflow.start("triggerer")
                 kills += 1
+            if steps_counts is None:
+                states = _per_sample_states(airflow, run_id)
+                if states["total"] and states["open"] == 0:
+                    steps_counts = moto.counts()
             if _run_state(airflow, run_id) in TERMINAL_RUN:
                 break
         elapsed = time.monotonic() - started
@@ -201,15 +207,19 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
         outcomes = _run_outcomes(airflow, run_id, env["GENOMICS_LAKE_URI"]) if dag_id == "rnaseq" else {}
         submits = sorted(batch.sim.submit_times)
         counts = moto.counts()
+        steps_counts = steps_counts or counts
         return {
             "dag": dag_id, "samples": len(samples), "done_before": len(done),
             "fan_out": args.fan_out if dag_id == "rnaseq" else ("array" if dag_id.endswith("_array") else "mapped"),
             "faults": faults, "bad_samples": bad,
             "run_state": _run_state(airflow, run_id), "tasks": _task_states(airflow, run_id),
+            "phases_s": _phases(airflow, run_id),
             "submit_job": batch.sim.calls["SubmitJob"],
             "submit_throttled": batch.sim.calls["SubmitJob_throttled"],
             "describe_jobs": batch.sim.calls["DescribeJobs"], "list_jobs": batch.sim.calls["ListJobs"],
-            "sqs_receive": counts["sqs:ReceiveMessage"], "s3_list": counts["s3:ListObjectsV2"],
+            # until the per-sample steps were over, and until the run's end (outcomes and publishing too)
+            "sqs_receive": steps_counts["sqs:ReceiveMessage"], "s3_list": steps_counts["s3:ListObjectsV2"],
+            "run_sqs_receive": counts["sqs:ReceiveMessage"], "run_s3_list": counts["s3:ListObjectsV2"],
             "first_submit_s": round(submits[0] - started, 1) if submits else None,
             "last_submit_s": round(submits[-1] - started, 1) if submits else None,
             "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
@@ -252,6 +262,31 @@ def _task_states(airflow: Airflow, run_id: str) -> dict[str, dict[str, int]]:
                                         "GROUP BY task_id, state ORDER BY task_id", run_id):
         out.setdefault(task_id, {})[str(state)] = n
     return out
+
+
+def _phases(airflow: Airflow, run_id: str) -> dict[str, float]:
+    """Seconds from the DAG run's start to the end of its per-sample steps, of ``outcomes``, of the last
+    publish task and of the run (the metadata database's own times)."""
+    from datetime import datetime
+
+    def seconds(sql: str) -> float | None:
+        rows = airflow.db(sql, run_id)
+        if not rows or rows[0][0] is None:
+            return None
+        start, end = (datetime.fromisoformat(str(v)) for v in rows[0])
+        return round((end - start).total_seconds(), 1)
+
+    run_start = "(SELECT start_date FROM dag_run WHERE run_id = ?1)"
+    phases = {
+        "steps": seconds(f"SELECT {run_start}, max(end_date) FROM task_instance WHERE run_id = ?1 AND "
+                         "(task_id LIKE 'per_sample.%' OR task_id IN ('fastp', 'salmon_quant'))"),
+        "outcomes": seconds(f"SELECT {run_start}, end_date FROM task_instance WHERE run_id = ?1 "
+                            "AND task_id = 'outcomes'"),
+        "publish": seconds(f"SELECT {run_start}, max(end_date) FROM task_instance WHERE run_id = ?1 "
+                           "AND task_id LIKE 'publish_%'"),
+        "run": seconds("SELECT start_date, end_date FROM dag_run WHERE run_id = ?1"),
+    }
+    return {k: v for k, v in phases.items() if v is not None}
 
 
 def _run_outcomes(airflow: Airflow, run_id: str, lake: str) -> dict[str, Any]:
