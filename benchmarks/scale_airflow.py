@@ -405,8 +405,11 @@ def _cpu(scheduler: psutil.Process) -> tuple[float, float]:
 
 
 def _fraction(value: str) -> float:
-    fraction = float(value)
-    if not 0 <= fraction < 1:
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not 0 <= fraction < 1:  # NaN too
         raise argparse.ArgumentTypeError(f"--bad-samples must be at least 0 and below 1, got {value!r}")
     return fraction
 
