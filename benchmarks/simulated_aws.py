@@ -250,7 +250,14 @@ def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region:
     os.environ.update({"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region})
     names = create_aws_resources(region)
-    sim = SimulatedBatch(boto3.client("events", region_name=region), region=region, account=ACCOUNT, **faults)
+    s3 = boto3.client("s3", region_name=region)
+
+    def read_manifest(uri: str) -> list[str]:  # what an array child reads to find its sample
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["samples"]
+
+    sim = SimulatedBatch(boto3.client("events", region_name=region), region=region, account=ACCOUNT,
+                         read_manifest=read_manifest, **faults)
     sim.calls.clear()
     batch = BatchServer(batch_port, sim, tick_seconds)
     env = {

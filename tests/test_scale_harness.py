@@ -1,6 +1,8 @@
 """The scale harness (benchmarks/scale_airflow.py) kept honest at a small size: rnaseq through a real scheduler,
 dag-processor, triggerer and api-server on the aws backend, against moto's server and the simulated Batch.
-With every fault injected at once, each sample still ends SUCCEEDED and no job is submitted twice."""
+With every fault injected at once, each sample still ends SUCCEEDED and no job is submitted twice. With one bad
+sample among twelve (array fan-out), the others complete, the bad one is recorded failed at fastp, and the run
+fails only at its verdict, naming it."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 def _args(**overrides) -> argparse.Namespace:
-    defaults = {"samples": 12, "fan_out": "mapped", "dag": "rnaseq", "tick": 0.5, "timeout": 600, "seed": 5}
+    defaults = {"samples": 12, "fan_out": "mapped", "dag": "rnaseq", "tick": 0.5, "timeout": 600, "seed": 5,
+                "bad_samples": 0.0}
     return argparse.Namespace(**{**defaults, **overrides})
 
 
@@ -45,3 +48,45 @@ def test_every_fault_at_once_leaves_every_sample_right_and_no_job_twice():
     assert result["duplicate_job_names"] == 0, result
     assert result["submit_throttled"] > 0 and result["events_dropped"] > 0 and result["spot_retries"] > 0, result
     assert result["triggerer_kills"] == 1 and result["workers_killed"] == 1, result
+
+
+@pytest.fixture(scope="module")
+def one_bad_sample() -> dict:
+    """Twelve samples in one array per step; one of them (seeded) fails fastp at every attempt."""
+    from scale_airflow import run_once
+
+    result = run_once(_args(fan_out="array", bad_samples=1 / 12), done_fraction=0.0, faults={})
+    assert len(result["bad_samples"]) == 1, result
+    return result
+
+
+def test_a_bad_sample_fails_at_fastp_and_the_other_eleven_complete(one_bad_sample):
+    result = one_bad_sample
+    assert result["samples_failed_at"] == {"fastp": 1}, result
+    assert result["samples_complete"] == 11, result
+    assert result["work_items_per_step"]["salmon_quant"] == 11, result  # the bad sample goes no further
+
+
+def test_no_sample_that_succeeded_is_submitted_again(one_bad_sample):
+    result = one_bad_sample
+    assert result["sample_reruns"] == 0, result
+    assert result["jobs_per_step"] == {"fastp": 1, "salmon_quant": 1}, result
+
+
+def test_the_run_fails_only_at_its_verdict_which_names_the_bad_sample(one_bad_sample):
+    result, (bad,) = one_bad_sample, one_bad_sample["bad_samples"]
+    assert result["run_state"] == "failed", result
+    others = {state for task, states in result["tasks"].items() if task != "verdict" for state in states}
+    assert result["tasks"]["verdict"] == {"failed": 1} and others <= {"success", "skipped"}, result
+    assert f"{bad} (at fastp)" in result["verdict_error"], result
+
+
+def test_the_outcomes_task_records_the_failure_with_its_reason_and_log(one_bad_sample):
+    result, (bad,) = one_bad_sample, one_bad_sample["bad_samples"]
+    assert result["outcomes_failed"] == {bad: "fastp"} and not result["outcomes_stopped"], result
+    assert result["sample_outcomes_staged"] == {"fastp failed": 1, "fastp succeeded": 11,
+                                                "salmon_quant not_run": 1, "salmon_quant succeeded": 11}, result
+    (row,) = result["sample_outcomes_failed_rows"]
+    assert row["sample"] == bad and row["step"] == "fastp", row
+    assert "exit code 1" in row["reason"], row
+    assert row["log"].startswith("CloudWatch Logs group /aws/batch/job, stream "), row

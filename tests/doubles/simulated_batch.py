@@ -9,7 +9,7 @@ every state change as a "Batch Job State Change" event through EventBridge (moto
 to SQS (moto's): the path the production code reads is the real one.
 
 Faults a test can ask for: throttled SubmitJob calls, Spot reclaims (planned, or a random fraction),
-non-zero exits, out-of-memory kills, timeouts, dropped,
+non-zero exits, out-of-memory kills, timeouts (planned per job name, or per step and sample), dropped,
 duplicated and reordered events, and jobs Batch has forgotten.
 """
 
@@ -64,6 +64,7 @@ class SimulatedBatch:
         reorder: bool = False,
         spot_fraction: float = 0.0,
         seed: int = 7,
+        read_manifest: Any = None,
     ):
         self.events = events_client
         self.region = region
@@ -79,6 +80,10 @@ class SimulatedBatch:
         self.calls: Counter[str] = Counter()
         self.submit_times: list[float] = []
         self.plans: dict[str, list[str]] = {}
+        self.sample_plans: dict[tuple[str, str], list[str]] = {}
+        # an array job's samples: the sample list at the manifest URI its children read (the lake is not
+        # Batch's, so whoever builds the simulation says how to read it)
+        self.read_manifest = read_manifest
         self.default_outcomes = ["ok"]
         self.clock_ms = 1_700_000_000_000
         self.events_published = 0
@@ -114,6 +119,12 @@ class SimulatedBatch:
         """
         self.plans[key] = list(outcomes)
 
+    def plan_sample(self, step: str, sample: str, outcomes: list[str]) -> None:
+        """Outcomes of successive attempts for whichever job runs ``sample`` at ``step``: a job of that sample, or
+        the child of an array whose manifest lists it at the child's index (a bad input follows its sample into
+        every job, whatever the job's name or the sample's position). Same outcomes as ``plan``."""
+        self.sample_plans[(step, sample)] = list(outcomes)
+
     # --- API ---------------------------------------------------------------------------------
     def _op_SubmitJob(self, params):
         import time
@@ -131,15 +142,18 @@ class SimulatedBatch:
             name=params["jobName"],
             queue_arn=queue_arn,
             request=params,
-            outcomes=self._outcomes_for(params["jobName"]),
+            outcomes=self._outcomes_for(params["jobName"], self._job_sample(params)),
             created_at=self.clock_ms,
         )
         self.jobs[job.job_id] = job
         size = (params.get("arrayProperties") or {}).get("size")
+        samples = self._array_samples(params) if size else []
         for i in range(size or 0):
+            sample = (self._step(params), samples[i]) if i < len(samples) else None
             child = SimJob(
                 job_id=f"{job.job_id}:{i}", name=job.name, queue_arn=queue_arn, request=params,
-                outcomes=self._outcomes_for(f"{job.name}[{i}]"), created_at=self.clock_ms, parent=job, index=i,
+                outcomes=self._outcomes_for(f"{job.name}[{i}]", sample), created_at=self.clock_ms, parent=job,
+                index=i,
             )
             job.children.append(child)
             self.jobs[child.job_id] = child
@@ -337,7 +351,30 @@ class SimulatedBatch:
             assert resp["FailedEntryCount"] == 0, resp
             self.events_published += len(chunk)
 
-    def _outcomes_for(self, name: str) -> list[str]:
+    @staticmethod
+    def _environment(params: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in (params.get("containerOverrides") or {}).get("environment", [])}
+
+    def _step(self, params: dict[str, Any]) -> str:
+        return self._environment(params).get("GENOMICS_STEP", "")
+
+    def _job_sample(self, params: dict[str, Any]) -> tuple[str, str] | None:
+        """(step, sample) of a job of one sample, from the environment the job would read it from."""
+        env = self._environment(params)
+        return (env.get("GENOMICS_STEP", ""), env["GENOMICS_SAMPLE"]) if env.get("GENOMICS_SAMPLE") else None
+
+    def _array_samples(self, params: dict[str, Any]) -> list[str]:
+        """The samples of an array job's children, in index order (only needed when samples are planned)."""
+        uri = self._environment(params).get("GENOMICS_MANIFEST_URI")
+        if not self.sample_plans or not uri:
+            return []
+        if self.read_manifest is None:
+            raise AssertionError("outcomes are planned per sample but the simulation cannot read manifests")
+        return list(self.read_manifest(uri))
+
+    def _outcomes_for(self, name: str, sample: tuple[str, str] | None = None) -> list[str]:
+        if sample in self.sample_plans:
+            return list(self.sample_plans[sample])
         for key, outcomes in self.plans.items():
             if key in name:
                 return list(outcomes)
