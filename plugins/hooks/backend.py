@@ -8,7 +8,6 @@ inside execute() or a trigger's run(), never in __init__ or at DAG parse time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hooks import aws_clients, lake
 from hooks.batch_api import AwsBatchApi, BatchApi, LocalBatchApi
