@@ -129,6 +129,20 @@ def write_manifest(settings: PlatformSettings, uri: str, samples: list[str]) -> 
     write_text(settings, uri, json.dumps({"samples": samples}))
 
 
+def request_builder(spec: JobSpec, settings: PlatformSettings, ti: Any, manifest_suffix: str = ""):
+    """``name -> SubmitJob request`` for ``spec``, writing an array's manifest only when called (a job that is
+    reattached needs none)."""
+
+    def build(name: str) -> dict[str, Any]:
+        manifest = None
+        if spec.samples:
+            manifest = manifest_uri(settings, ti, manifest_suffix)
+            write_manifest(settings, manifest, spec.samples)
+        return build_request(spec, settings, ti, name, manifest)
+
+    return build
+
+
 def build_request(spec: JobSpec, settings: PlatformSettings, ti: Any, name: str,
                   manifest: str | None = None) -> dict[str, Any]:
     """The SubmitJob request: the step's command with the job's environment, tags and resources."""

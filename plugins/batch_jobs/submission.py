@@ -76,13 +76,8 @@ def reattach_or_submit(
             _remember(store, key, job_id, name, generation, queue, array_size)
             return Attached(job_id, ended(store, api, job_id))
 
-    submitted, throttled = submit(build_request(name))
-    job_id = submitted["jobId"]
-    _remember(store, key, job_id, name, generation, queue, array_size)
-    store.record(JobState(job_id=job_id, status="SUBMITTED", job_name=name, job_queue=queue,
-                          array_size=array_size, source="submit"))
-    logger.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")
-    return Attached(job_id)
+    return Attached(_submit(store, key=key, name=name, generation=generation, queue=queue, array_size=array_size,
+                            request=build_request(name), submit=submit, logger=logger))
 
 
 def _some_samples_settled(store: Any, prior: dict[str, Any]) -> bool:
@@ -110,9 +105,17 @@ def submit_round(store: Any, *, key: str, prior: dict[str, Any], queue: str, lab
     settled), so a retry of the task reattaches to this round and knows what it covers."""
     generation = prior["generation"] + 1
     name = job_name(label_parts=label_parts, key=key, generation=generation)
-    submitted, throttled = submit(build_request(name))
+    return _submit(store, key=key, name=name, generation=generation, queue=queue, array_size=array_size,
+                   request=build_request(name), submit=submit, logger=logger, **round_record)
+
+
+def _submit(store: Any, *, key: str, name: str, generation: int, queue: str, array_size: int | None,
+            request: dict[str, Any], submit: Callable[[dict[str, Any]], tuple[dict[str, Any], int]],
+            logger: logging.Logger, **extra: Any) -> str:
+    """SubmitJob, then the submission record and the job's first state; returns the job id."""
+    submitted, throttled = submit(request)
     job_id = submitted["jobId"]
-    _remember(store, key, job_id, name, generation, queue, array_size, **round_record)
+    _remember(store, key, job_id, name, generation, queue, array_size, **extra)
     store.record(JobState(job_id=job_id, status="SUBMITTED", job_name=name, job_queue=queue,
                           array_size=array_size, source="submit"))
     logger.info("Submitted job %s (%s)%s", job_id, name, f" after {throttled} throttled call(s)" if throttled else "")

@@ -160,44 +160,40 @@ class BatchJobOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         from batch_jobs import request, submission
         from hooks import backend
-        from hooks.batch_api import submit_within_budget
 
         settings = PlatformSettings.resolve()
         spec = self._spec(settings, context)
         ti = context["ti"]
         store, api = backend.job_state_store(settings), backend.batch_api(settings)
-
-        def build(name: str) -> dict[str, Any]:
-            manifest = None
-            if spec.samples:
-                manifest = request.manifest_uri(settings, ti)
-                request.write_manifest(settings, manifest, spec.samples)
-            return request.build_request(spec, settings, ti, name, manifest)
-
         job = submission.reattach_or_submit(
             store, api,
             key=_key(ti),
             queue=spec.queue, label_parts=spec.label_parts, array_size=spec.array_size,
             rerun_succeeded=truthy(self.rerun_succeeded), earlier_try=ti.try_number > 1,
-            build_request=build,
-            submit=lambda req: submit_within_budget(api, store, req, rate_per_second=settings.submit_rate_per_second),
-            logger=self.log, keep_partial=self.per_sample_outcomes,
+            build_request=request.request_builder(spec, settings, ti),
+            submit=_submitter(settings, store, api), logger=self.log, keep_partial=self.per_sample_outcomes,
         )
-        self.job_id = job.job_id
-        ti.xcom_push(key="batch_job_id", value=job.job_id)
         if job.ended is not None:
             # Deferring on a job already over would fire the trigger at once, and Airflow 3.3's scheduler can
             # fail a try whose trigger fires before it has processed that try's deferral (apache/airflow#67287,
             # #72716): the retry would fail the same way. So it completes here.
+            self._announce(ti, job.job_id)
             self.log.info("Job %s already %s; completing without deferring", job.job_id, job.ended.status)
             return self.execute_complete(context, completion_event([job.ended]))
+        self._wait_for(settings, ti, job.job_id)
+
+    def _announce(self, ti: Any, job_id: str) -> None:
+        self.job_id = job_id
+        ti.xcom_push(key="batch_job_id", value=job_id)
+
+    def _wait_for(self, settings: PlatformSettings, ti: Any, job_id: str) -> None:
+        """Defer until the job's events say it is over (``execute_complete`` then)."""
         from triggers.batch_events import BatchJobEventTrigger
 
-        self.defer(
-            trigger=BatchJobEventTrigger(job_ids=[job.job_id], settings=settings.to_dict(),
-                                         terminate_on_kill=self.terminate_on_kill),
-            method_name="execute_complete",
-        )
+        self._announce(ti, job_id)
+        self.defer(trigger=BatchJobEventTrigger(job_ids=[job_id], settings=settings.to_dict(),
+                                                terminate_on_kill=self.terminate_on_kill),
+                   method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         import job_facts
@@ -208,19 +204,20 @@ class BatchJobOperator(BaseOperator):
             raise AirflowException(f"Could not wait for Batch job(s) {event.get('job_ids')}: {event.get('message')}")
         settings = PlatformSettings.resolve()
         spec = self._spec(settings, context)
-        if not (self.per_sample_outcomes and (spec.sample or spec.samples)):
-            summary = summarize(settings, event["jobs"][0], spec)
-            job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log)
+        per_sample = self.per_sample_outcomes and bool(spec.sample or spec.samples)
+        store, record = None, {}
+        if per_sample:
+            store = backend.job_state_store(settings)
+            record = store.get_submission(_key(context["ti"])) or {}
+            if record.get("round_samples"):  # an out-of-memory round: some of the unit's samples, more memory
+                spec = spec.narrowed(record["round_samples"], record["round_memory_mib"])
+        summary = summarize(settings, event["jobs"][0], spec)
+        results = sample_results(settings, summary, spec) if per_sample else []
+        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
+        if not per_sample:
             if summary["status"] != "SUCCEEDED":
                 raise AirflowException(failure_message(settings, summary, spec.memory_mib))
             return summary
-        store = backend.job_state_store(settings)
-        record = store.get_submission(_key(context["ti"])) or {}
-        if record.get("round_samples"):  # an out-of-memory round: some of the unit's samples, more memory
-            spec = spec.narrowed(record["round_samples"], record["round_memory_mib"])
-        summary = summarize(settings, event["jobs"][0], spec)
-        results = sample_results(settings, summary, spec)
-        job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
         settled = [*record.get("settled", []), *results] if record.get("round_samples") else results
         if any(r["out_of_memory"] for r in results) and self._may_grow(spec, record):
             self._out_of_memory_round(context, settings, store, record, spec, settled)
@@ -239,35 +236,22 @@ class BatchJobOperator(BaseOperator):
         what the other samples came to is kept in the submission record until the round ends."""
         from batch_jobs import request, submission
         from hooks import backend
-        from hooks.batch_api import submit_within_budget
-        from triggers.batch_events import BatchJobEventTrigger
 
-        ti, api = context["ti"], backend.batch_api(settings)
+        ti = context["ti"]
         oom = [r["sample"] for r in settled if r["out_of_memory"]]
         rounds = record.get("oom_rounds", 0) + 1
         bigger = spec.narrowed(oom, spec.memory_mib * 2)
-
-        def build(name: str) -> dict[str, Any]:
-            manifest = None
-            if bigger.samples:
-                manifest = request.manifest_uri(settings, ti, f"-oom{rounds}")
-                request.write_manifest(settings, manifest, bigger.samples)
-            return request.build_request(bigger, settings, ti, name, manifest)
-
-        self.job_id = submission.submit_round(
+        job_id = submission.submit_round(
             store, key=_key(ti), prior=record, queue=bigger.queue, label_parts=[*bigger.label_parts, f"oom{rounds}"],
-            array_size=bigger.array_size, build_request=build,
-            submit=lambda req: submit_within_budget(api, store, req, rate_per_second=settings.submit_rate_per_second),
+            array_size=bigger.array_size, build_request=request.request_builder(bigger, settings, ti, f"-oom{rounds}"),
+            submit=_submitter(settings, store, backend.batch_api(settings)),
             round_record={"round_samples": oom, "round_memory_mib": bigger.memory_mib, "oom_rounds": rounds,
                           "settled": [r for r in settled if not r["out_of_memory"]]},
             logger=self.log,
         )
         self.log.warning("%d sample(s) ran out of memory with %d MiB: %s; running them again with %d MiB",
                          len(oom), spec.memory_mib, oom[:20], bigger.memory_mib)
-        ti.xcom_push(key="batch_job_id", value=self.job_id)
-        self.defer(trigger=BatchJobEventTrigger(job_ids=[self.job_id], settings=settings.to_dict(),
-                                                terminate_on_kill=self.terminate_on_kill),
-                   method_name="execute_complete")
+        self._wait_for(settings, ti, job_id)
 
     def on_kill(self) -> None:
         if self.job_id and self.terminate_on_kill:
@@ -279,3 +263,10 @@ class BatchJobOperator(BaseOperator):
 def _key(ti: Any) -> str:
     """The task instance's idempotency key: its submission record and its jobs' names hang on it."""
     return idempotency_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+
+
+def _submitter(settings: PlatformSettings, store: Any, api: Any):
+    """SubmitJob through the deployment's shared rate budget, throttled calls retried."""
+    from hooks.batch_api import submit_within_budget
+
+    return lambda req: submit_within_budget(api, store, req, rate_per_second=settings.submit_rate_per_second)
