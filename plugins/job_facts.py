@@ -37,24 +37,34 @@ def rows(summary: dict[str, Any], spec: JobSpec) -> list[dict[str, Any]]:
 
 def stage(settings: PlatformSettings, run_id: str, spec: JobSpec, summary: dict[str, Any]) -> None:
     """Stage the task's job facts under ``staging/job_runs/<pipeline>/<run>/project=<p>/sample_id=<unit>/``."""
-    from hooks.lake import write_text
     from publishing import run_scope, staging_uri
 
     prefix = staging_uri(settings.lake_root, "job_runs", spec.pipeline, run_scope(run_id), spec.project)
     capacity = settings.capacity_type(spec.queue)
-    header = "\t".join(COLUMNS) + "\n"
+    _write_rows(settings, COLUMNS, {
+        # one file per job: a resubmission is another fact
+        f"{prefix}sample_id={row['sample']}/{spec.step}-{safe_name(row['job_id'])}.tsv": [
+            row["job_id"], spec.step, row["status"], row["attempts"], row.get("started_at"), row.get("stopped_at"),
+            spec.vcpus, spec.memory_mib, spec.queue_name, capacity, None, row.get("container_reason"),
+            spec.job_definition, spec.reused_from]
+        for row in rows(summary, spec)
+    })
 
-    def one(row: dict[str, Any]) -> None:
-        values = [row["job_id"], spec.step, row["status"], row["attempts"], row.get("started_at"),
-                  row.get("stopped_at"), spec.vcpus, spec.memory_mib, spec.queue_name, capacity, None,
-                  " ".join((row.get("container_reason") or "").split()) or None, spec.job_definition,
-                  spec.reused_from or None]
-        line = "\t".join("" if v is None else str(v).replace("\t", " ") for v in values)
-        name = f"{spec.step}-{safe_name(row['job_id'])}.tsv"  # one file per job: a resubmission is another fact
-        write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
+
+def _write_rows(settings: PlatformSettings, columns: tuple[str, ...], files: dict[str, list[Any]]) -> None:
+    """Write each ``uri: values`` as a one-row TSV file with the ``columns`` header, in parallel. Empty values
+    and None are empty fields; tabs and line breaks in a value become spaces."""
+    from hooks.lake import write_text
+
+    header = "\t".join(columns) + "\n"
+
+    def one(item: tuple[str, list[Any]]) -> None:
+        uri, values = item
+        write_text(settings, uri, header + "\t".join("" if v is None or v == "" else _one_line(str(v))
+                                                     for v in values) + "\n")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, rows(summary, spec)))
+        list(pool.map(one, files.items()))
 
 
 def outcome_prefix(settings: PlatformSettings, pipeline: str, run_id: str, project: str) -> str:
@@ -85,22 +95,15 @@ def parse_outcome_file(path: str) -> tuple[str, str, str] | None:
 def stage_outcome_rows(settings: PlatformSettings, *, pipeline: str, run_id: str, project: str, step: str,
                        rows: list[dict[str, Any]], memory_mib: int | None = None) -> None:
     """Stage sample_outcomes rows (dicts with sample, outcome, reason and, for a job's samples, its facts)."""
-    from hooks.lake import write_text
-
     prefix = outcome_prefix(settings, pipeline, run_id, project)
-    header = "\t".join(OUTCOME_COLUMNS) + "\n"
     now = int(time.time() * 1000)
-
-    def one(row: dict[str, Any]) -> None:
-        values = [run_id, step, row["outcome"], row.get("reason"), row.get("job_id"), row.get("attempts"),
-                  row.get("exit_code"), row.get("status_reason"), row.get("container_reason"), memory_mib,
-                  row.get("log"), " | ".join(row.get("log_tail") or []), now]
-        line = "\t".join("" if v is None or v == "" else _one_line(str(v)) for v in values)
-        name = outcome_file(step, row["outcome"], row.get("job_id") or NO_JOB)
-        write_text(settings, f"{prefix}sample_id={row['sample']}/{name}", header + line + "\n")
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, rows))
+    _write_rows(settings, OUTCOME_COLUMNS, {
+        f"{prefix}sample_id={row['sample']}/{outcome_file(step, row['outcome'], row.get('job_id') or NO_JOB)}": [
+            run_id, step, row["outcome"], row.get("reason"), row.get("job_id"), row.get("attempts"),
+            row.get("exit_code"), row.get("status_reason"), row.get("container_reason"), memory_mib, row.get("log"),
+            " | ".join(row.get("log_tail") or []), now]
+        for row in rows
+    })
 
 
 def _one_line(value: str) -> str:
