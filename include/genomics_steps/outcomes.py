@@ -16,3 +16,10 @@ OUTCOMES = (SUCCEEDED, FAILED, EXCLUDED, NOT_RUN)
 
 # Outside the tools' usual codes (1, 2, 255) and the sysexits range (64-78) the steps already use.
 EXCLUDED_EXIT_CODE = 79
+EXCLUDED_LINE = "excluded: "  # starts the last log line of an excluded sample's job; the reason follows
+
+
+def excluded_reason(last_log_line: str) -> str | None:
+    """The reason an excluded job gave on its last log line, or None if that line is not one."""
+    line = last_log_line.strip()
+    return line[len(EXCLUDED_LINE):].strip() if line.startswith(EXCLUDED_LINE) else None

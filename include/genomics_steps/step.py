@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from genomics_steps import gates, layout
-from genomics_steps.outcomes import EXCLUDED_EXIT_CODE
+from genomics_steps.outcomes import EXCLUDED_EXIT_CODE, EXCLUDED_LINE
 from genomics_steps.runtime import (
     argument_problems,
     current_sample,
@@ -357,7 +357,7 @@ def main_of(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
         commands[args.command][1](args)
     except Excluded as exc:  # its reason is the log's last line, where the operator reads it
         sys.stderr.flush()
-        print(f"excluded: {exc.reason}", flush=True)
+        print(f"{EXCLUDED_LINE}{exc.reason}", flush=True)
         return EXCLUDED_EXIT_CODE
     except StepFailed as exc:
         print(f"step {args.command} failed: {exc}", file=sys.stderr, flush=True)

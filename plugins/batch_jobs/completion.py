@@ -6,7 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from genomics_steps.outcomes import EXCLUDED, EXCLUDED_EXIT_CODE, FAILED, SUCCEEDED
+from genomics_steps.outcomes import EXCLUDED, EXCLUDED_EXIT_CODE, FAILED, SUCCEEDED, excluded_reason
 
 from batch_jobs.request import JobSpec
 from batch_jobs.submission import described
@@ -72,8 +72,7 @@ def sample_results(settings: PlatformSettings, summary: dict[str, Any], spec: Jo
             outcome = FAILED
         tail = [] if outcome == SUCCEEDED else _tail(settings, job.get("log_stream", ""))
         if outcome == EXCLUDED:
-            last = tail[-1].strip() if tail else ""
-            reason = last.split("excluded:", 1)[1].strip() if "excluded:" in last else "excluded by a QC gate"
+            reason = (excluded_reason(tail[-1]) if tail else None) or "excluded by a QC gate"
         elif outcome == FAILED:
             why = [r for r in (job.get("container_reason"), job.get("status_reason")) if r]
             reason = f"{'; '.join(why) or 'no reason given'}; exit code {job.get('exit_code')}"
