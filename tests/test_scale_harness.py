@@ -7,6 +7,7 @@ fails only at its verdict, naming it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,16 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+@pytest.fixture(autouse=True)
+def _own_environment():
+    """The harness points this process's AWS endpoint at its moto server (simulated_aws.start); later tests
+    must not inherit an endpoint that no longer answers."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 def _args(**overrides) -> argparse.Namespace:
