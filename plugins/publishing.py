@@ -9,8 +9,11 @@ visible under a table's name, in these statements:
    because Athena writes at most 100 partitions per statement;
 3. ``unstage``: drop the external table;
 4. commit: the table's catalog document (in the job-state store, replaced only by a writer that read its current
-   version) records this run table as live, and hides the same units in older run tables;
-5. ``view``: CREATE OR REPLACE VIEW <table> over the live run tables: the atomic swap readers see;
+   version) records this run table as live with its pipeline version; in older run tables of the same project and
+   pipeline it hides the same units published at the same version and marks them superseded at other versions;
+5. ``view``: CREATE OR REPLACE VIEW <table> over the live run tables, each unit's most recently published version
+   only: the atomic swap readers see; then ``view-versions``: ``<table>_versions``, every version side by side
+   (tables of per-run facts keep every run in <table> already and have no such view);
 6. cleanup: run tables that are no longer live (an older generation of this publish, a run wholly re-published
    by a later one, a failed attempt) are dropped and their files deleted.
 
@@ -35,13 +38,16 @@ from hooks.sql_render import SQL_LABEL, Ident, Label, LabelList, Location, Unsaf
 
 MAX_PARTITIONS_PER_STATEMENT = 100
 MAX_QUERY_BYTES = 262_144
+VERSIONS_SUFFIX = "_versions"  # <table>_versions: the view of every published version of a results table
 
 
 @dataclass(frozen=True)
 class TableSpec:
     """A published table: its SELECT (include/sql/<select>.sql), the staged dataset it reads, and its unit.
 
-    ``per_run``: the staged rows belong to one DAG run (job facts), not to a pipeline version (results).
+    ``per_run``: the staged rows belong to one DAG run (job facts), not to a pipeline version (results). Such a
+    table never hides rows, so it keeps every run and version in its one view; a results table has two views
+    (see ``Publication.commit``).
     ``added``: string columns the SELECT gained after the table was first published, oldest first. Run tables
     written before a column was added lack it; the view gives them NULL there, so old and new run tables
     stay one table (a column may be added this way; renaming or retyping one needs a new table name).
@@ -64,7 +70,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("variant_calls", "variants/variant_calls", "variant_calls"),
         TableSpec("gwas_associations", "gwas/gwas_associations", "gwas_associations", unit_column="phenotype"),
         TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True,
-                  added=("container_reason", "job_definition", "reused_from")),
+                  added=("container_reason", "job_definition", "reused_from", "pipeline_version")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
     )
@@ -266,15 +272,23 @@ class Publication:
             "location": self.location.value,
             "project": self.project.value,
             "pipeline": self.pipeline.value,
+            "pipeline_version": self.pipeline_version.value,
             "units": self.units,
-            "hidden": [],
+            "hidden": [],  # published again at this version: gone from both views (garbage once all are)
+            "superseded": [],  # published again at another version: only in <table>_versions
             "added": list(self.spec.added),  # the view knows which added columns this run table has
         }
 
     def commit(self, store: Any) -> None:
-        """Make this generation live in the catalog document; hide its units in older run tables of the same
-        project and pipeline (a sample id means nothing across projects, and rnaseq's QC rows of a sample must
-        not hide germline's). Per-run facts (job_runs) are history: another run's rows are never hidden."""
+        """Make this generation live in the catalog document, and update older run tables of the same project
+        and pipeline (a sample id means nothing across projects, and rnaseq's QC rows of a sample must not hide
+        germline's): its units are *hidden* in those of the same pipeline version (replaced: gone from both
+        views; a run table whose units are all hidden is dropped) and *superseded* in those of other versions
+        (kept in ``<table>_versions``, left out of ``<table>``, which so shows each unit at the version published
+        most recently). Per-run facts (job_runs) are history: another run's rows are never hidden.
+
+        An entry written before versions were recorded has no ``pipeline_version``: it counts as a version of
+        its own, so a later publish supersedes its units and never hides them."""
         mine = set(self.units)
         entry = self._own_entry()
 
@@ -290,28 +304,50 @@ class Publication:
                 if self.spec.per_run or not same_slice:
                     live.append(old)
                     continue
-                hidden = sorted(set(old["hidden"]) | (set(old["units"]) & mine))
-                if set(hidden) >= set(old["units"]):
+                again = set(old["units"]) & mine
+                hidden, superseded = set(old["hidden"]), set(old.get("superseded", ()))
+                if old.get("pipeline_version") == self.pipeline_version.value:
+                    hidden |= again
+                else:
+                    superseded |= again
+                if hidden >= set(old["units"]):
                     _add_garbage(doc, old)
                     continue
-                live.append({**old, "hidden": hidden})
+                live.append({**old, "hidden": sorted(hidden), "superseded": sorted(superseded - hidden)})
             doc["live"] = live + [entry]
             doc["garbage"] = [g for g in doc["garbage"] if g["run_table"] != entry["run_table"]]
             return doc
 
         self._update_doc(store, change)
 
-    def view_statement(self, doc: dict[str, Any], version: int) -> Statement:
-        parts = [{"run_table": Ident(e["run_table"]), "hidden": [Label(u) for u in e["hidden"]],
+    def view_statements(self, doc: dict[str, Any], version: int) -> list[Statement]:
+        """The views over the catalog document's live run tables: ``<table>`` (each unit at its most recently
+        published version) and, for a results table, ``<table>_versions`` (every version). Each is one
+        idempotent CREATE OR REPLACE VIEW, so running both again after a crash between them converges."""
+        latest = self._view_statement("view", self.table, doc, version, lambda e: [*e["hidden"],
+                                                                                   *e.get("superseded", ())])
+        if self.spec.per_run:
+            return [latest]
+        every = self._view_statement("view-versions", Ident(f"{self.table}{VERSIONS_SUFFIX}"), doc, version,
+                                     lambda e: e["hidden"])
+        return [latest, every]
+
+    def _view_statement(self, step: str, name: Ident, doc: dict[str, Any], version: int,
+                        left_out: Callable[[dict[str, Any]], list[str]]) -> Statement:
+        parts = [{"run_table": Ident(e["run_table"]), "hidden": [Label(u) for u in sorted(left_out(e))],
                   "columns": self._columns_of(e)} for e in doc["live"]]
-        sql = render("publish/swap_view", database=self.database, table=self.table, unit_column=self.unit_column,
-                     parts=parts)
+        # a run table with nothing left to show is left out, unless the view would then have no run table at all
+        shown = [p for p, e in zip(parts, doc["live"]) if len(p["hidden"]) < len(e["units"])]
+        sql = render("publish/swap_view", database=self.database, table=name, unit_column=self.unit_column,
+                     parts=shown or parts[-1:])
         if len(sql.encode()) > MAX_QUERY_BYTES:
             raise PublishError(
-                f"the view over {len(parts)} run tables is {len(sql.encode())} bytes, over Athena's {MAX_QUERY_BYTES}:"
-                " re-publish the table's units under one publish_key to compact it (see README 'Publishing')"
+                f"the view {name.value} over {len(shown)} run tables is {len(sql.encode())} bytes, over Athena's "
+                f"{MAX_QUERY_BYTES}: re-publish the table's units under one publish_key to compact it "
+                "(see README 'Publishing')"
             )
-        return Statement("view", sql, (), client_token(self.record_key, self.record.get("finish_try", 0), version, sql))
+        return Statement(step, sql, (), client_token(self.record_key, self.record.get("finish_try", 0), version,
+                                                     step, sql))
 
     def _columns_of(self, entry: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The view's column list for a run table that lacks some of the spec's added columns (written before
@@ -349,7 +385,8 @@ class Publication:
         self.commit(store)
         while True:
             version, doc = self.read_doc(store)
-            engine.run(*_args(self.view_statement(doc, version)))
+            for statement in self.view_statements(doc, version):
+                engine.run(*_args(statement))
             # a publish that committed meanwhile may have run its view before ours: render again if so
             if self.read_doc(store)[0] == version:
                 break

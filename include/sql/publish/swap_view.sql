@@ -1,5 +1,6 @@
--- Point the published name at the current run tables in one statement: readers see the old set or the new
--- one, never half a publish. A unit (sample) published again by a later run is hidden in the older run table.
+-- Point a published name at the current run tables in one statement: readers see the old set or the new
+-- one, never half a publish. Each run table lists the units (samples) it no longer shows: for <table>, those
+-- published again later at any version; for <table>_versions, those published again at the same version.
 -- A run table written before a column was added to the table lists its columns, with NULL for the new ones.
 CREATE OR REPLACE VIEW {{ database }}.{{ table }} AS
 {% for part in parts %}

@@ -2,6 +2,7 @@
 -- inputs of cost per sample (multiply by the instance family's price per vCPU-hour and GiB-hour).
 SELECT
   {{ pipeline }} AS pipeline,
+  {{ pipeline_version }} AS pipeline_version,
   {{ run_key }} AS run_key,
   job_id,
   step,
