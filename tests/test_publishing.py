@@ -222,6 +222,180 @@ def test_a_retry_after_a_crash_resumes_without_running_done_statements_again(loc
     assert rows(local, "SELECT count(DISTINCT sample_id) FROM qc_metrics") == [(150,)]
 
 
+# --- versions side by side -----------------------------------------------------------------------------
+def publish_qc(settings, units, version, key, *, project="P1", pipeline="rnaseq", value=lambda s: 1):
+    stage_qc(settings, units, project=project, version=version, pipeline=pipeline, value=value)
+    return PublishTableOperator(task_id="publish_qc", table="qc_metrics", project=project, pipeline=pipeline,
+                                pipeline_version=version, units=units, publish_key=key).execute(
+        task_context(**CONTEXT))
+
+
+def reads(settings, view):
+    return sorted(rows(settings, f"SELECT project, pipeline, sample_id, pipeline_version, value FROM {view} "
+                                 "WHERE metric = 'reads'"))
+
+
+def test_publishing_2_0_keeps_1_0_queryable_and_the_table_shows_2_0(local):
+    publish_qc(local, ["A1", "A2"], "1.0", "run-1", value=lambda s: 10)
+    publish_qc(local, ["A1", "A2"], "2.0", "run-2", value=lambda s: 20)
+
+    assert reads(local, "qc_metrics") == [("P1", "rnaseq", "A1", "2.0", 20.0), ("P1", "rnaseq", "A2", "2.0", 20.0)]
+    assert reads(local, "qc_metrics_versions") == [
+        ("P1", "rnaseq", "A1", "1.0", 10.0), ("P1", "rnaseq", "A1", "2.0", 20.0),
+        ("P1", "rnaseq", "A2", "1.0", 10.0), ("P1", "rnaseq", "A2", "2.0", 20.0)]
+
+
+# the query README 'Publishing' gives for comparing two versions
+V1_VS_V2 = """
+SELECT v1.sample_id, v1.metric, v1.value AS v1_value, v2.value AS v2_value
+FROM qc_metrics_versions v1
+JOIN qc_metrics_versions v2
+  ON v2.project = v1.project AND v2.pipeline = v1.pipeline AND v2.sample_id = v1.sample_id
+ AND v2.tool = v1.tool AND v2.metric = v1.metric
+WHERE v1.pipeline_version = '1.0' AND v2.pipeline_version = '2.0' AND v1.project = 'P1'
+ORDER BY v1.sample_id, v1.metric
+"""
+
+
+def test_comparing_two_versions_is_one_query(local):
+    publish_qc(local, ["A1", "A2"], "1.0", "run-1", value=lambda s: 10)
+    publish_qc(local, ["A1"], "2.0", "run-2", value=lambda s: 20)
+
+    assert rows(local, V1_VS_V2) == [("A1", "q30_rate", 0.93, 0.93), ("A1", "reads", 10.0, 20.0)]
+
+
+def test_a_superseded_version_is_kept_not_dropped(local):
+    first = publish_qc(local, ["A1"], "1.0", "run-1")
+    second = publish_qc(local, ["A1"], "2.0", "run-2")
+
+    assert second["dropped_run_tables"] == [] and second["live_run_tables"] == 2
+    assert _path(first["location"]).exists()
+
+
+def test_republishing_a_version_replaces_its_own_rows_and_leaves_other_versions(local):
+    first = publish_qc(local, ["A1", "A2"], "1.0", "run-1", value=lambda s: 10)
+    publish_qc(local, ["A1"], "2.0", "run-2", value=lambda s: 20)
+    third = publish_qc(local, ["A1", "A2"], "1.0", "run-3", value=lambda s: 11)
+
+    assert third["dropped_run_tables"] == [first["run_table"]], "run-1 is wholly replaced at its own version"
+    assert reads(local, "qc_metrics_versions") == [
+        ("P1", "rnaseq", "A1", "1.0", 11.0), ("P1", "rnaseq", "A1", "2.0", 20.0), ("P1", "rnaseq", "A2", "1.0", 11.0)]
+    assert reads(local, "qc_metrics") == [("P1", "rnaseq", "A1", "1.0", 11.0), ("P1", "rnaseq", "A2", "1.0", 11.0)], \
+        "the version published most recently is the one the table shows"
+
+
+def test_a_sample_only_in_1_0_stays_in_the_table_beside_samples_at_2_0(local):
+    publish_qc(local, ["A1", "A2"], "1.0", "run-1", value=lambda s: 10)
+    publish_qc(local, ["A1"], "2.0", "run-2", value=lambda s: 20)
+
+    assert reads(local, "qc_metrics") == [("P1", "rnaseq", "A1", "2.0", 20.0), ("P1", "rnaseq", "A2", "1.0", 10.0)]
+
+
+def test_versions_of_other_projects_and_pipelines_do_not_supersede_each_other(local):
+    publish_qc(local, ["A1"], "1.0", "rnaseq-p1", value=lambda s: 1)
+    publish_qc(local, ["A1"], "2.0", "germline-p1", pipeline="germline", value=lambda s: 2)
+    publish_qc(local, ["A1"], "2.0", "rnaseq-p2", project="P2", value=lambda s: 3)
+
+    expected = [("P1", "germline", "A1", "2.0", 2.0), ("P1", "rnaseq", "A1", "1.0", 1.0),
+                ("P2", "rnaseq", "A1", "2.0", 3.0)]
+    assert reads(local, "qc_metrics") == expected
+    assert reads(local, "qc_metrics_versions") == expected
+
+
+def test_a_catalog_written_before_versions_were_recorded_keeps_working(local):
+    """An earlier release's catalog entries have no pipeline_version and no superseded list. Such an entry
+    counts as a version of its own: the next publish supersedes its samples, never hides or drops them."""
+    old = publish_qc(local, ["A1", "A2"], "1.0", "run-1", value=lambda s: 10)
+    store = backend.job_state_store(local)
+    version, doc = store.get_catalog(f"{local.database}.qc_metrics")
+    for entry in doc["live"]:
+        del entry["pipeline_version"], entry["superseded"]
+    assert store.put_catalog(f"{local.database}.qc_metrics", doc, version)
+
+    new = publish_qc(local, ["A1"], "2.0", "run-2", value=lambda s: 20)
+
+    assert new["dropped_run_tables"] == [] and _path(old["location"]).exists()
+    assert reads(local, "qc_metrics") == [("P1", "rnaseq", "A1", "2.0", 20.0), ("P1", "rnaseq", "A2", "1.0", 10.0)]
+    assert reads(local, "qc_metrics_versions") == [
+        ("P1", "rnaseq", "A1", "1.0", 10.0), ("P1", "rnaseq", "A1", "2.0", 20.0), ("P1", "rnaseq", "A2", "1.0", 10.0)]
+
+
+def test_a_crash_between_the_two_view_swaps_converges_on_retry(local):
+    from publishing import finish_write, start
+
+    publish_qc(local, ["A1"], "1.0", "run-1", value=lambda s: 10)
+    root = stage_qc(local, ["A1"], version="2.0", value=lambda s: 20)
+    store, eng = backend.job_state_store(local), engine(local)
+    key = "rnaseq/publish_qc/" + CONTEXT["run_id"]
+    crashed = Publication(table="qc_metrics", database=local.database, lake_root=local.lake_root, project="P1",
+                          pipeline="rnaseq", pipeline_version="2.0", units=["A1"], staging=root, publish_key=key)
+    start(crashed, eng, store, list_files=lambda prefix: lake.list_files(local, prefix))
+    ctas = crashed.next_write()
+    finish_write(crashed, eng, store, ctas.step, eng.start(ctas.sql, list(ctas.params), ctas.token), wait=True)
+    crashed.commit(store)
+    version, doc = crashed.read_doc(store)
+    latest, _every = crashed.view_statements(doc, version)
+    eng.run(latest.sql, list(latest.params), latest.token)  # the worker dies before <table>_versions is swapped
+    assert reads(local, "qc_metrics_versions") == [("P1", "rnaseq", "A1", "1.0", 10.0)]
+
+    summary = publish_op(["A1"], version="2.0").execute(task_context(**CONTEXT))  # Airflow's retry
+
+    assert summary["generation"] == 1 and summary["dropped_run_tables"] == []
+    assert reads(local, "qc_metrics") == [("P1", "rnaseq", "A1", "2.0", 20.0)]
+    assert reads(local, "qc_metrics_versions") == [("P1", "rnaseq", "A1", "1.0", 10.0),
+                                                   ("P1", "rnaseq", "A1", "2.0", 20.0)]
+
+
+def stage_any(settings, spec, pipeline, version, project, units):
+    """Stage one row per unit for any table, with a value of each staged column's type."""
+    sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / f"{spec.staging}.sql").read_text()
+    block = sql.split("{% block columns %}", 1)[1].split("{% endblock %}", 1)[0]
+    columns = re.findall(r"^\s*([a-z_0-9]+)\s+(\w+),?\s*$", block, flags=re.M)
+    value = {"string": "x", "bigint": "1", "double": "0.5"}
+    root = staging_uri(settings.lake_root, spec.staging, pipeline, version, project)
+    for unit in units:
+        lake.write_text(settings, f"{root}{spec.unit_column}={unit}/rows.tsv",
+                        "\t".join(c for c, _ in columns) + "\n" + "\t".join(value[t] for _, t in columns) + "\n")
+
+
+def _results_tables():
+    from publishing import TABLES
+
+    return sorted(name for name, spec in TABLES.items() if not spec.per_run)
+
+
+@pytest.mark.parametrize("table", _results_tables())
+def test_every_results_table_shows_the_newest_version_and_keeps_all_in_its_versions_view(local, table):
+    from publishing import TABLES
+
+    spec = TABLES[table]
+    for version, units in (("1.0", ["U1", "U2"]), ("2.0", ["U1"])):
+        stage_any(local, spec, "p", version, "P1", units)
+        PublishTableOperator(task_id=f"publish_{table}", table=table, project="P1", pipeline="p",
+                             pipeline_version=version, units=units, publish_key=f"run-{version}").execute(
+            task_context(**CONTEXT))
+
+    unit = spec.unit_column
+    assert sorted(rows(local, f"SELECT DISTINCT {unit}, pipeline_version FROM {table}")) == [
+        ("U1", "2.0"), ("U2", "1.0")]
+    assert sorted(rows(local, f"SELECT DISTINCT {unit}, pipeline_version FROM {table}_versions")) == [
+        ("U1", "1.0"), ("U1", "2.0"), ("U2", "1.0")]
+
+
+def test_job_runs_keeps_every_run_with_its_pipeline_version_in_one_view(local):
+    header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
+             "capacity_type\tinstance_type\tcontainer_reason\tjob_definition\treused_from\n"
+    for run_id, version in (("manual__v1", "1.0"), ("manual__v2", "2.0")):
+        runs = staging_uri(local.lake_root, "job_runs", "rnaseq", run_scope(run_id), "P1")
+        lake.write_text(local, f"{runs}sample_id=A1/salmon.tsv", header +
+                        f"j-{version}\tsalmon\tSUCCEEDED\t1\t0\t1000\t1\t1024\tspot\tSPOT\t\t\td:1\t\n")
+        publish_op(["A1"], table="job_runs", version=version).execute(task_context(**{**CONTEXT, "run_id": run_id}))
+
+    assert sorted(rows(local, "SELECT job_id, pipeline_version FROM job_runs")) == [("j-1.0", "1.0"), ("j-2.0", "2.0")]
+    tables = [name for (name,) in rows(local, "SELECT table_name FROM information_schema.tables")]
+    assert "job_runs_versions" not in tables, "per-run facts hide nothing: job_runs already holds every version"
+
+
 # --- bad input never reaches a query ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "change",
@@ -438,6 +612,24 @@ def test_aws_republish_deletes_the_old_generation_files_from_s3(aws, monkeypatch
     assert second["dropped_run_tables"] == [first["run_table"]]
     left = aws.s3.list_objects_v2(Bucket="genomics-lake", Prefix=urlparse(first["location"]).path.lstrip("/"))
     assert left["KeyCount"] == 0
+
+
+def test_aws_publish_of_a_new_version_swaps_both_views_and_supersedes_the_old_version(aws, monkeypatch):
+    calls = _athena_calls(monkeypatch)
+    _stage_on_s3(aws, ["A1", "A2"])
+    first, _ = _run_deferring(publish_op(["A1", "A2"], key="run-1"), task_context(**CONTEXT))
+    prefix = staging_uri(aws.settings.lake_root, "qc_metrics", "rnaseq", "2.0", "P1")
+    lake.write_text(aws.settings, f"{prefix}sample_id=A1/fastp.tsv", "tool\tmetric\tvalue\nfastp\treads\t2\n")
+    sent = len(calls)
+    second, _ = _run_deferring(publish_op(["A1"], version="2.0", key="run-2"), task_context(**CONTEXT))
+
+    latest, every = [" ".join(c["QueryString"].split()) for c in calls[sent:][-2:]]
+    old, new = f"genomics.{first['run_table']}", f"genomics.{second['run_table']}"
+    assert latest == (f"CREATE OR REPLACE VIEW genomics.qc_metrics AS SELECT * FROM {old} "
+                      f"WHERE sample_id NOT IN ('A1') UNION ALL SELECT * FROM {new}")
+    assert every == (f"CREATE OR REPLACE VIEW genomics.qc_metrics_versions AS SELECT * FROM {old} "
+                     f"UNION ALL SELECT * FROM {new}")
+    assert calls[-1]["ClientRequestToken"] != calls[-2]["ClientRequestToken"]
 
 
 def test_athena_trigger_serializes_its_arguments_exactly(aws):
