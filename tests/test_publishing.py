@@ -382,6 +382,12 @@ def test_every_results_table_shows_the_newest_version_and_keeps_all_in_its_versi
         ("U1", "1.0"), ("U1", "2.0"), ("U2", "1.0")]
 
 
+def test_no_table_is_named_like_another_tables_versions_view():
+    from publishing import TABLES, VERSIONS_SUFFIX
+
+    assert not {f"{name}{VERSIONS_SUFFIX}" for name in TABLES} & set(TABLES)
+
+
 def test_job_runs_keeps_every_run_with_its_pipeline_version_in_one_view(local):
     header = "job_id\tstep\tstatus\tattempts\tstarted_ms\tstopped_ms\tvcpus\tmemory_mib\tjob_queue\t" \
              "capacity_type\tinstance_type\tcontainer_reason\tjob_definition\treused_from\n"
