@@ -163,3 +163,58 @@ def test_a_job_definition_maps_to_its_local_image():
     assert containers.image_for("genomics-gwas:7", {"GENOMICS_LOCAL_IMAGE_TAG": "abc"}) == "localhost/genomics-gwas:abc"
     assert containers.image_for("arn:aws:batch:eu-west-1:1:job-definition/genomics-rnaseq:3", {}) == \
         "localhost/genomics-rnaseq:local"
+
+
+def test_register_makes_a_new_revision_of_each_job_definition_with_the_new_image_and_nothing_else_changed():
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        batch = boto3.client("batch", region_name="eu-west-1")
+        properties = {"image": "old/genomics-germline:aaa", "jobRoleArn": "arn:aws:iam::123456789012:role/jobs",
+                      "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "4096"}],
+                      "environment": [{"name": "TMPDIR", "value": "/scratch"}]}
+        batch.register_job_definition(jobDefinitionName="genomics-germline", type="container",
+                                      containerProperties=properties, retryStrategy={"attempts": 3},
+                                      timeout={"attemptDurationSeconds": 86400})
+        registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/genomics"
+
+        registered = images.register(["germline"], "0123456789ab", registry, "eu-west-1", client=batch)
+
+        assert registered == {"genomics-germline": "genomics-germline:2"}
+        new = batch.describe_job_definitions(jobDefinitionName="genomics-germline", status="ACTIVE")["jobDefinitions"]
+        newest = max(new, key=lambda d: d["revision"])
+        assert newest["containerProperties"]["image"] == f"{registry}-germline:0123456789ab"
+        for key in ("jobRoleArn", "resourceRequirements", "environment"):
+            assert newest["containerProperties"][key] == properties[key]
+        assert newest["retryStrategy"]["attempts"] == 3 and newest["timeout"] == {"attemptDurationSeconds": 86400}
+
+
+def test_register_refuses_a_deployment_without_the_job_definition():
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        batch = boto3.client("batch", region_name="eu-west-1")
+        with pytest.raises(SystemExit, match="no ACTIVE job definition genomics-gwas"):
+            images.register(["gwas"], "0123456789ab", "r/genomics", "eu-west-1", client=batch)
+
+
+def test_the_image_pipeline_runs_the_commands_this_script_has():
+    """docker/buildspec.yml calls scripts/images.py: every subcommand and option it uses exists, and it pushes
+    only after the check, in the same phase (a failed command stops the phase: nothing unchecked is pushed)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "docker" / "buildspec.yml").read_text())
+    build = spec["phases"]["build"]["commands"]
+    commands = [c.split("scripts/images.py ", 1)[1].split()[0] for c in build if "scripts/images.py" in c]
+    assert commands == ["build", "check", "push", "register"]
+    assert "post_build" not in spec["phases"]  # post_build runs even after a failed build
+    for line in build:
+        args = [a.strip('"') for a in line.split("scripts/images.py ", 1)[1].split()]
+        options = [a for a in args if a.startswith("--")]
+        parser_ok = subprocess.run([sys.executable, str(ROOT / "scripts" / "images.py"), args[0], "--help"],
+                                   capture_output=True, text=True)
+        assert parser_ok.returncode == 0
+        for option in options:
+            assert option in parser_ok.stdout, (option, line)
