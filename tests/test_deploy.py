@@ -165,6 +165,27 @@ def test_template_roles_grant_no_wildcard_actions_and_delete_only_tagged_file_sy
     assert sweeper == {"fsx:DescribeFileSystems", "fsx:DeleteFileSystem"}
 
 
+def test_the_image_pipeline_role_pushes_to_its_repositories_and_registers_only_genomics_job_definitions():
+    statements = []
+    for statement in _statements("ImageBuildRole"):  # the connection's statement is inside an Fn::If
+        statements += [statement["Fn::If"][1]] if "Fn::If" in statement else [statement]
+    by_action = {a: s for s in statements for a in _actions(s)}
+    assert not any(a == "*" or a.endswith(":*") for a in by_action)
+    repositories = {r["Fn::GetAtt"][0] for r in by_action["ecr:PutImage"]["Resource"]}
+    assert repositories == {f"{n}Repository" for n in ("Rnaseq", "Germline", "Ingest", "Gwas")}
+    assert by_action["batch:RegisterJobDefinition"]["Resource"]["Fn::Sub"].endswith(":job-definition/genomics-*")
+    passrole = by_action["iam:PassRole"]
+    assert passrole["Resource"] == {"Fn::GetAtt": ["BatchJobRole", "Arn"]}
+    assert passrole["Condition"]["StringEquals"]["iam:PassedToService"] == "batch.amazonaws.com"
+    project = template_resources()["ImageBuildProject"]
+    assert project["Condition"] == "HasImagePipeline" and project["Properties"]["Source"]["BuildSpec"] == \
+        "docker/buildspec.yml"
+    for repository in ("Rnaseq", "Germline", "Ingest", "Gwas"):
+        properties = template_resources()[f"{repository}Repository"]["Properties"]
+        assert properties["ImageScanningConfiguration"]["ScanOnPush"] is True
+        assert "imageCountMoreThan" in properties["LifecyclePolicy"]["LifecyclePolicyText"]["Fn::Sub"]
+
+
 # Operations authorised under another action's name (SQS batches under the single action, S3 by verb).
 SQS_ACTIONS = {"DeleteMessageBatch": "DeleteMessage", "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
                "SendMessageBatch": "SendMessage"}

@@ -25,6 +25,7 @@ from typing import Any
 
 from batch_model import OOM_REASON, build_event, now_ms, retry_action
 from hooks.event_queue import LocalEventQueue
+from local_batch import containers
 from local_batch.control_plane import ACCOUNT, REGION, ControlPlane
 
 log = logging.getLogger("local_batch.runner")
@@ -130,7 +131,14 @@ class Runner:
         )
         if row["parent_id"]:
             env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(row["array_index"])
-        (attempt_dir / "spec.json").write_text(json.dumps({"command": overrides["command"], "env": env}))
+        command = overrides["command"]
+        if containers.mode() == "buildah":  # the job's image runs the command, as on Batch (local_batch.containers)
+            job_env = {k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH", "HOME")}
+            spec = containers.write_spec(attempt_dir, image=containers.image_for(request["jobDefinition"]),
+                                         job_env=job_env, workdir=attempt_dir / "work")
+            command = [sys.executable, "-m", "local_batch.containers", str(spec), "--", *command]
+            env = {**env, "PYTHONPATH": str(PLUGINS_DIR)}
+        (attempt_dir / "spec.json").write_text(json.dumps({"command": command, "env": env}))
         self._update(row["job_id"], status="STARTING", attempt_dir=str(attempt_dir))
         proc = subprocess.Popen(
             [sys.executable, "-m", "local_batch.shim", str(attempt_dir)],
@@ -332,6 +340,7 @@ def ensure_runner(home: str | Path, vcpus: int = 0, memory_mib: int = 0, timeout
     """Start the runner daemon for ``home`` unless one is serving it already."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
+    containers.mode()  # a bad GENOMICS_LOCAL_CONTAINERS is refused here, by name, not by the daemon later
     if runner_running(home):
         return
     idle = os.environ.get("GENOMICS_LOCAL_RUNNER_IDLE_SECONDS", "600")
