@@ -319,6 +319,7 @@ def plan_for_airflow(params: dict[str, Any]) -> dict[str, Any]:
                      read_head=lambda uri, max_bytes=65536: lake.read_head(settings, uri, max_bytes),
                      regenie_here=shutil.which("regenie") is not None)
     print(f"regenie_gwas: {len(plan['traits'])} trait(s) {plan['traits'][:10]} with {plan['engine']} (job "
-          f"definition {plan['job_definition']}, step 1 predictions {plan['step1_predictions'] or 'fitted'}); inputs "
+          f"definition {plan['job_definition']}, step 1 predictions {plan['step1_predictions'] or 'fitted'}, genotypes "
+          f"{'a VCF converted by step 1' if plan['genotypes_format'] == 'vcf' else 'a PLINK 1 fileset'}); inputs "
           f"{plan['inputs']}; FSx links {plan['fsx_inputs']} and /output -> {plan['results']}")
     return plan
