@@ -102,8 +102,8 @@ def gwas_params() -> dict[str, Any]:
     }
 
 
-# Names a genotypes URI may not have: a VCF that is not bgzipped (plink2 would read it, but it is the cohort's
-# uncompressed copy, and the index beside it would not match), or one file of a PLINK fileset.
+# Endings a genotypes URI may not have, each with what to give instead: a VCF is taken bgzipped (or as BCF),
+# as cohorts are kept, and a PLINK fileset by its name without extension.
 _NOT_GENOTYPES = {".vcf": "a VCF must be bgzipped (.vcf.gz) or a BCF (.bcf)",
                   ".vcf.bgz": "name a bgzipped VCF .vcf.gz",
                   ".bed": "a PLINK 1 fileset is named without its extension",
