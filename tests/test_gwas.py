@@ -598,3 +598,34 @@ def test_germline_then_regenie_gwas_on_its_cohort_ranks_the_planted_variant_firs
     assert rows[0][2] == len(truth["samples"]), "every sample's genotype lines up with its phenotype and covariate"
     planted = {(s["chrom"].removeprefix("chr"), s["pos"]) for s in truth["sites"]}
     assert planted <= {(chrom, pos) for chrom, pos, *_ in rows}, "every planted site was called and tested"
+
+
+def test_a_bcf_converts_to_the_same_plink_fileset_as_its_vcf(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from genomics_steps import gwas
+
+    lake = (tmp_path / "lake").as_uri()
+    vcf = _write_cohort_vcf(lake, "bc")
+    bcf = vcf.replace(".vcf.gz", ".bcf")
+    subprocess.run(["bcftools", "view", "-Ob", "-o", bcf.removeprefix("file://"), vcf.removeprefix("file://")],
+                   check=True)
+    monkeypatch.setenv("GENOMICS_LAKE_URI", lake)
+    monkeypatch.setenv("GENOMICS_PROJECT", "bc")
+    filesets, counts = {}, {}
+    for uri in (vcf, bcf):
+        mount = tmp_path / f"fsx-{uri.rsplit('.', 1)[-1]}"  # a stand-in file system for each
+        (mount / "output").mkdir(parents=True)
+        monkeypatch.setenv("GENOMICS_FSX", json.dumps({"file_system_id": "fs-1", "mount": str(mount),
+                                                       "output": str(mount / "output"), "links": {}}))
+        step = gwas.gwas_step("step1", argparse.Namespace(engine="plink2", genotypes=uri, pipeline_version="1.0"), [])
+        counts[uri] = gwas.convert_vcf(step, uri)
+        step.cleanup()
+        prefix = gwas.converted_genotypes()
+        assert prefix.parent == mount / "work" / "genotypes", "beside the exported output, not in it"
+        filesets[uri] = [prefix.with_suffix(f".{ext}").read_bytes() for ext in ("bed", "bim", "fam")]
+    assert filesets[bcf] == filesets[vcf]
+    assert counts[bcf] == {"from": bcf, "samples": 600, "variants": 2501}, "the triallelic site is left out"
+    fam = filesets[vcf][2].decode().splitlines()
+    assert fam[0].split()[:2] == ["S0001", "S0001"], "FID and IID are both the VCF's sample name"
