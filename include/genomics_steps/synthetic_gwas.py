@@ -103,7 +103,7 @@ def write_cohort(lake: str, project: str, samples: int = 600) -> dict:
 SEQUENCED_TRAIT = "trait_g"
 SEQUENCED_EFFECT = 1.5  # trait SDs per standardised genotype at the causal site
 SEQUENCED_SITES = 20
-SEQUENCED_DEPTH = 15
+SEQUENCED_DEPTH = 20  # 12,000 reads a sample: above germline's default min_reads (10,000), which excludes fewer
 
 
 def sequenced_cohort(reference: str, project: str, samples: int = 24) -> dict:
@@ -182,16 +182,25 @@ def write_sequenced_cohort(lake: str, project: str, reference: str = "synthetic-
     return truth
 
 
-def stand_in_cohort_vcf(lake: str, project: str, reference: str, version: str, samples: list[str]) -> str:
+def stand_in_cohort_vcf(lake: str, project: str, reference: str, version: str) -> tuple[str, list[str]]:
     """STAND-IN for the germline DAG's joint calling, where it does not write the cohort yet: ``bcftools
-    mpileup | bcftools call -m`` over the marked BAMs germline left for ``samples`` (file:// lake only), written
-    where the cohort belongs (``layout.cohort_vcf``, with its .tbi). Returns the cohort's URI."""
+    mpileup | bcftools call -m`` over the marked BAMs of the project's samples whose every germline step is
+    complete at ``version`` (excluded and failed samples are not), written where the cohort belongs
+    (``layout.cohort_vcf``, with its .tbi); file:// lakes only. Returns the cohort's URI and its samples."""
     import subprocess
     from pathlib import Path
     from urllib.parse import unquote, urlparse
 
+    from genomics_steps.germline import STEPS
+
     def path(uri: str) -> Path:
         return Path(unquote(urlparse(uri).path))
+
+    results = path(layout.results_prefix(lake, "germline", version, project))
+    listing = [str(f.relative_to(results)) for f in results.rglob(layout.METRICS)] if results.is_dir() else []
+    samples = sorted(layout.completed_samples(listing, STEPS))
+    if not samples:
+        raise RuntimeError(f"no germline sample of {project} is complete at version {version}: no cohort to call")
 
     bams = [str(path(layout.step_prefix(lake, "germline", version, project, s, "markdup")) / "sample.bam")
             for s in samples]
@@ -205,7 +214,7 @@ def stand_in_cohort_vcf(lake: str, project: str, reference: str, version: str, s
     if mpileup.wait():
         raise RuntimeError(f"bcftools mpileup failed ({mpileup.returncode})")
     subprocess.run(["bcftools", "index", "-t", "-f", str(vcf)], check=True)
-    return layout.cohort_vcf(lake, version, project)
+    return layout.cohort_vcf(lake, version, project), samples
 
 
 def main(argv: list[str] | None = None) -> int:
