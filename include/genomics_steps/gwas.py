@@ -10,11 +10,11 @@
   first converts them with ``plink2 --make-bed`` into ``<mount>/work/genotypes/`` on the file system, which
   step 2 reads too (biallelic sites only, ``--max-alleles 2``; FID and IID both the VCF's sample name, so the
   phenotype and covariate files name samples ``<sample> <sample>``; missing and half-missing calls are missing
-  genotypes; variants without an ID get ``chrom:pos:ref:alt``). Then it splits the variants of the .bim into step-2 chunks (whole chromosome ranges of at most N
-  variants) and, with regenie, fits the whole-genome ridge model (``regenie --step 1``) whose per-chromosome
-  predictions every step-2 job reads from the shared file system; with ``--step1-predictions`` it points
-  step 2 at an earlier fit's LOCO files instead of fitting. plink2 has no such model: its step 1 only
-  plans the chunks and counts the samples per trait.
+  genotypes; variants without an ID get ``chrom:pos:ref:alt``). Then it splits the variants of the .bim into
+  step-2 chunks (whole chromosome ranges of at most N variants) and, with regenie, fits the whole-genome
+  ridge model (``regenie --step 1``) whose per-chromosome predictions every step-2 job reads from the shared
+  file system; with ``--step1-predictions`` it points step 2 at an earlier fit's LOCO files instead of
+  fitting. plink2 has no such model: its step 1 only plans the chunks and counts the samples per trait.
 - step2, per chunk (an array job): association tests of the chunk's variants against every trait
   (``regenie --step 2 --range`` or ``plink2 --glm --chr --from-bp --to-bp``), normalised to one table.
 - merge, once: concatenates the chunks per trait (``associations/<trait>.tsv.gz``), writes the top hits and
