@@ -7,8 +7,10 @@ anything is created. Then:
 1. **fsx_create** (setup): an FSx for Lustre file system for this run (SCRATCH_2 by default, Lustre 2.15),
    its input folders linked from S3 and `/output` linked to `results/regenie_gwas/<version>/project=<p>/`;
    waits deferred until it is usable.
-2. **step1**: one job; regenie's whole-genome model (plink2 has none; `step1_predictions` reuses an earlier
-   one) and the step-2 chunk plan. All jobs use the job definition `regenie_image` names.
+2. **step1**: one job; a VCF or BCF of genotypes (`genotypes`, or the project's germline cohort named by
+   `germline_version`) converted with plink2 onto the file system for every job, regenie's whole-genome model
+   (plink2 has none; `step1_predictions` reuses an earlier one) and the step-2 chunk plan. All jobs use the
+   job definition `regenie_image` names.
 3. **step2**: one Batch array job, a child per chunk of at most `variants_per_job` variants of one chromosome;
    every child reads the genotypes and step 1's predictions from the shared file system.
 4. **merge**: one table per trait, the top hits, rows staged for `gwas_associations`.

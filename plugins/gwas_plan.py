@@ -1,9 +1,13 @@
 """Planning a regenie GWAS run: the DAG's Params, and the checks of its first task, before any file system is
 created or any job submitted.
 
-- Inputs: a PLINK 1 fileset (``<genotypes>.bed/.bim/.fam``), a phenotype file (FID IID trait...) and an
-  optional covariate file; empty values mean the project's files under ``<lake>/raw/<project>/gwas/``. One
-  listing per input folder finds them; the phenotype file's header line (one ranged read) gives the traits.
+- Inputs: genotypes, a phenotype file (FID IID trait...) and an optional covariate file; empty values mean the
+  project's files under ``<lake>/raw/<project>/gwas/``. Genotypes are a PLINK 1 fileset
+  (``<genotypes>.bed/.bim/.fam``), a VCF (``.vcf.gz``) or BCF (``.bcf``) that step 1 converts with plink2, or,
+  with ``germline_version``, the project's joint-called germline cohort at that version
+  (``layout.cohort_vcf``). One listing per input folder finds them; the phenotype file's header line (one
+  ranged read) gives the traits. Nothing is counted or converted here: step 1 plans the step-2 chunks from the
+  .bim it reads or converts, inside its job.
 - Engine: ``regenie`` (its image on AWS) or ``plink2 --glm`` (Debian package); ``auto`` picks regenie on AWS
   and, on the local backend, regenie when one is on PATH (asked when the run is planned), else plink2.
   ``regenie_image`` names the Batch job definition (and so the image and regenie version) of the run's jobs;
@@ -21,7 +25,8 @@ from typing import Any, Callable
 
 from genomics_steps import layout
 from genomics_steps.gwas import ENGINES, PIPELINE
-from genomics_steps.names import FILE_URI, JOB_DEFINITION, LABEL, LOCO_FILE, bad_items, problems_in
+from genomics_steps.names import (FILE_URI, GENOTYPES_VCF, JOB_DEFINITION, LABEL, LOCO_FILE, bad_items,
+                                  problems_in)
 
 from hooks.fsx import DEPLOYMENT_TYPES, PERSISTENT_2_THROUGHPUTS, valid_capacity
 from pipeline_plan import RunConfigError
@@ -47,8 +52,15 @@ def gwas_params() -> dict[str, Any]:
         "project": Param("demo", type="string", pattern=label, title="Project",
                          description="Project of the cohort (tags, lake paths, table partitions)."),
         "genotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Genotypes",
-                           description="URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam); "
-                                       "empty: the lake's raw/<project>/gwas/cohort."),
+                           description="URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam), or "
+                                       "of a VCF (.vcf.gz, bgzipped) or BCF (.bcf) that step 1 converts with "
+                                       "plink2 (FID and IID are both the VCF's sample name); empty: the lake's "
+                                       "raw/<project>/gwas/cohort, or the germline cohort of germline_version."),
+        "germline_version": Param(None, type=OPTIONAL_STRING, pattern=LABEL.schema(optional=True),
+                                  title="Germline cohort version",
+                                  description="Genotypes from the project's joint-called germline cohort at this "
+                                              "germline pipeline version (results/germline/<version>/"
+                                              "project=<project>/cohort/cohort.vcf.gz); leave genotypes empty."),
         "phenotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Phenotypes",
                             description="URI of a tab-separated file FID IID <trait>...; empty: "
                                         "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
@@ -90,6 +102,33 @@ def gwas_params() -> dict[str, Any]:
     }
 
 
+# Endings a genotypes URI may not have, each with what to give instead: a VCF is taken bgzipped (or as BCF),
+# as cohorts are kept, and a PLINK fileset by its name without extension.
+_NOT_GENOTYPES = {".vcf": "a VCF must be bgzipped (.vcf.gz) or a BCF (.bcf)",
+                  ".vcf.bgz": "name a bgzipped VCF .vcf.gz",
+                  ".bed": "a PLINK 1 fileset is named without its extension",
+                  ".bim": "a PLINK 1 fileset is named without its extension",
+                  ".fam": "a PLINK 1 fileset is named without its extension",
+                  ".tbi": "name the VCF, not its index", ".csi": "name the VCF, not its index"}
+
+
+def genotype_problem(value: str) -> str | None:
+    """Why a genotypes URI (already a FILE_URI) cannot be read as genotypes, or None."""
+    for suffix, why in _NOT_GENOTYPES.items():
+        if value.endswith(suffix):
+            return f"genotypes {value!r}: {why}"
+    if value.endswith((".vcf.gz", ".bcf")) and not GENOTYPES_VCF.ok(value):
+        return GENOTYPES_VCF.problem("genotypes", value)
+    return None
+
+
+def genotype_files(uri: str) -> set[str]:
+    """The files a genotypes URI stands for: the VCF or BCF itself, or the three files of a PLINK 1 fileset."""
+    if GENOTYPES_VCF.ok(uri):
+        return {uri}
+    return {f"{uri}.{ext}" for ext in ("bed", "bim", "fam")}
+
+
 def _folder(uri: str) -> str:
     return uri.rsplit("/", 1)[0] + "/"
 
@@ -126,7 +165,17 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     if problems:
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
     default = layout.gwas_input_prefix(lake_root, project)
-    uris = {"genotypes": params.get("genotypes") or default + "cohort",
+    germline_version = params.get("germline_version") or ""
+    cohort = ""  # the germline cohort VCF named by germline_version
+    if germline_version:
+        if not LABEL.ok(germline_version):
+            problems.append(LABEL.problem("germline_version", germline_version))
+        elif params.get("genotypes"):
+            problems.append(f"genotypes {params['genotypes']!r} and germline_version {germline_version!r} both "
+                            "name the genotypes: give one of them")
+        else:
+            cohort = layout.cohort_vcf(lake_root, germline_version, project)
+    uris = {"genotypes": params.get("genotypes") or cohort or default + "cohort",
             "phenotypes": params.get("phenotypes") or default + "phenotypes.tsv",
             "covariates": params.get("covariates") or default + "covariates.tsv"}
     for name, value in uris.items():
@@ -134,6 +183,8 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
             continue
         if not FILE_URI.ok(value):
             problems.append(FILE_URI.problem(name, value))
+        elif name == "genotypes" and (problem := genotype_problem(value)):
+            problems.append(problem)
         elif backend == "aws" and not value.startswith("s3://"):
             problems.append(f"{name} {value!r} is a local path; on AWS the inputs are S3 objects linked to FSx")
     traits = params.get("traits") or []
@@ -184,7 +235,9 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     if problems:
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
 
-    wanted = {f"{uris['genotypes']}.{ext}" for ext in ("bed", "bim", "fam")} | {uris["phenotypes"]}
+    wanted = genotype_files(uris["genotypes"]) | {uris["phenotypes"]}
+    if cohort:
+        wanted.add(cohort + ".tbi")  # the germline cohort is complete once indexed
     if uris["covariates"] != NO_COVARIATES:
         wanted.add(uris["covariates"])
     if predictions:
@@ -192,8 +245,13 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
     folders = sorted({_folder(u) for u in wanted})
     present = {folder + path for folder in folders for path in list_files(folder)}
     missing = sorted(wanted - present)
+    if cohort and {cohort, cohort + ".tbi"} & set(missing):
+        problems.append(f"germline_version {germline_version!r}: project {project} has no joint-called germline "
+                        f"cohort at {cohort} (with its .tbi): run germline at that version first")
+        missing = [m for m in missing if m not in (cohort, cohort + ".tbi")]
     if missing:
         problems.append(f"missing input file(s): {missing}")
+    if problems:
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
     predicted: dict[str, str] = {}
     if predictions:
@@ -241,6 +299,7 @@ def plan_gwas(params: dict[str, Any], *, lake_root: str, backend: str, list_file
         "traits": traits,
         "engine": engine,
         "job_definition": job_definition,
+        "genotypes_format": "vcf" if GENOTYPES_VCF.ok(uris["genotypes"]) else "plink1",
         "step1_predictions": predictions,
         "inputs": uris,
         "fsx_inputs": inputs,
@@ -260,6 +319,7 @@ def plan_for_airflow(params: dict[str, Any]) -> dict[str, Any]:
                      read_head=lambda uri, max_bytes=65536: lake.read_head(settings, uri, max_bytes),
                      regenie_here=shutil.which("regenie") is not None)
     print(f"regenie_gwas: {len(plan['traits'])} trait(s) {plan['traits'][:10]} with {plan['engine']} (job "
-          f"definition {plan['job_definition']}, step 1 predictions {plan['step1_predictions'] or 'fitted'}); inputs "
+          f"definition {plan['job_definition']}, step 1 predictions {plan['step1_predictions'] or 'fitted'}, genotypes "
+          f"{'a VCF converted by step 1' if plan['genotypes_format'] == 'vcf' else 'a PLINK 1 fileset'}); inputs "
           f"{plan['inputs']}; FSx links {plan['fsx_inputs']} and /output -> {plan['results']}")
     return plan

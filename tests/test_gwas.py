@@ -410,3 +410,225 @@ def test_a_run_given_step1_predictions_skips_the_fit_and_tests_with_them(local, 
         "SELECT step, job_definition, reused_from FROM job_runs WHERE project = 'rp' AND step IN ('step1', 'merge') "
         "ORDER BY step")
     assert rows == [("merge", "genomics-gwas:4", None), ("step1", "genomics-gwas:4", predictions)]
+
+
+# --- genotypes from a VCF, or from the project's germline cohort ---------------------------------------------
+COHORT = "s3://lake/results/germline/2.0/project=p1/cohort/"
+
+
+def _lake_with_cohort(listed=("cohort.vcf.gz", "cohort.vcf.gz.tbi")):
+    lake = CohortLake(files=("phenotypes.tsv", "covariates.tsv"))
+    lake.files[COHORT] = list(listed)
+    return lake
+
+
+def test_a_vcf_genotypes_uri_is_linked_and_handed_to_step_1_to_convert():
+    lake = CohortLake(files=("cohort.vcf.gz", "phenotypes.tsv", "covariates.tsv"))
+    plan = _plan({"genotypes": "s3://lake/raw/p1/gwas/cohort.vcf.gz"}, lake)
+    assert plan["genotypes_format"] == "vcf" and plan["fsx_inputs"] == ["s3://lake/raw/p1/gwas/"]
+    for step in ("step1", "step2"):
+        command = plan[f"{step}_command"]
+        assert command[command.index("--genotypes") + 1] == "s3://lake/raw/p1/gwas/cohort.vcf.gz"
+    assert _plan()["genotypes_format"] == "plink1", "a URI without a VCF suffix is still a PLINK 1 fileset"
+
+
+@pytest.mark.parametrize("genotypes, message", [
+    ("s3://lake/raw/p1/gwas/cohort.vcf", r"genotypes 's3://lake/raw/p1/gwas/cohort.vcf': a VCF must be bgzipped"),
+    ("s3://lake/raw/p1/gwas/cohort.vcf.gz.tbi", "name the VCF, not its index"),
+    ("s3://lake/raw/p1/gwas/cohort.bed", "a PLINK 1 fileset is named without its extension"),
+    ("s3://lake/raw/p1/gwas/cohort .vcf.gz", r"genotypes 's3://lake/raw/p1/gwas/cohort \.vcf\.gz' is not an s3://"),
+    ("s3://lake/raw/p1/gwas/other.vcf.gz",
+     r"missing input file\(s\): \['s3://lake/raw/p1/gwas/other.vcf.gz'\]"),
+])
+def test_bad_vcf_genotypes_are_refused_by_name_before_anything_runs(genotypes, message):
+    from pipeline_plan import RunConfigError
+
+    lake = CohortLake(files=("cohort.vcf.gz", "phenotypes.tsv", "covariates.tsv"))
+    with pytest.raises(RunConfigError, match=message):
+        _plan({"genotypes": genotypes}, lake)
+
+
+def test_germline_version_resolves_to_the_projects_cohort_vcf_with_one_listing():
+    from genomics_steps import layout
+
+    lake = _lake_with_cohort()
+    plan = _plan({"germline_version": "2.0"}, lake)
+    assert plan["inputs"]["genotypes"] == layout.cohort_vcf("s3://lake", "2.0", "p1") == COHORT + "cohort.vcf.gz"
+    assert plan["genotypes_format"] == "vcf"
+    assert sorted(lake.listed) == ["s3://lake/raw/p1/gwas/", COHORT], "one listing per input folder"
+    assert plan["fsx_inputs"] == ["s3://lake/raw/p1/gwas/", COHORT]
+
+
+@pytest.mark.parametrize("listed", [(), ("cohort.vcf.gz",)])
+def test_germline_version_without_a_finished_cohort_is_refused_naming_it(listed):
+    from pipeline_plan import RunConfigError
+
+    lake = _lake_with_cohort(listed)
+    with pytest.raises(RunConfigError, match=re.escape(
+            f"germline_version '2.0': project p1 has no joint-called germline cohort at {COHORT}cohort.vcf.gz "
+            "(with its .tbi): run germline at that version first")):
+        _plan({"germline_version": "2.0"}, lake)
+    assert len(lake.listed) == 2, "refused after one listing per folder, before anything is created"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"germline_version": "2.0", "genotypes": "s3://lake/raw/p1/gwas/cohort"}, "give one of them"),
+    ({"germline_version": "2.0\n"}, r"germline_version '2.0\\n' is not a name"),
+    ({"germline_version": "../1.0"}, r"germline_version '../1.0' is not a name"),
+])
+def test_bad_germline_versions_are_refused(params, message):
+    from pipeline_plan import RunConfigError
+
+    with pytest.raises(RunConfigError, match=message):
+        _plan(params, _lake_with_cohort())
+
+
+@pytest.mark.parametrize("value", ["1.0\n", "1.0; rm -rf /", "../2.0"])
+def test_the_trigger_form_refuses_a_bad_germline_version(dagbag, value):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.dags["regenie_gwas"].params)
+    with pytest.raises(ParamValidationError, match="Invalid input for param germline_version"):
+        params.update({"germline_version": value})
+        params.validate()
+
+
+def _write_cohort_vcf(lake_root: str, project: str, extra_sites: bool = True) -> str:
+    """The synthetic cohort of ``project`` (its .bed, phenotypes and covariates written too) also as a bgzipped,
+    indexed VCF written here from the same genotype matrix (REF = the .bim's allele 2, ALT = allele 1), with
+    ``extra_sites`` two sites the .bed lacks: a triallelic one, which conversion must drop, and one with missing
+    and half-missing calls, which it must keep. Returns the VCF's URI."""
+    synthetic_gwas.write_cohort(lake_root, project)
+    data = synthetic_gwas.cohort(project)
+    ids = data["ids"]
+    lines = ["##fileformat=VCFv4.2", '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             *(f"##contig=<ID={c}>" for c in synthetic_gwas.CHROMOSOMES),
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *ids])]
+    genotype = {0: "0/0", 1: "0/1", 2: "1/1"}
+    for n, (chrom, pos, vid, a1, a2, counts) in enumerate(data["variants"]):
+        lines.append("\t".join([chrom, str(pos), vid, a2, a1, ".", "PASS", ".", "GT", *map(genotype.get, counts)]))
+        if n == 10 and extra_sites:
+            calls = ["1/2" if i % 3 == 0 else "0/1" for i in range(len(ids))]
+            lines.append("\t".join([chrom, str(pos + 500), "triallelic", "A", "C,G", ".", "PASS", ".", "GT", *calls]))
+        if n == 20 and extra_sites:
+            calls = ["./." if i % 7 == 0 else "./1" if i % 11 == 0 else genotype[i % 3] for i in range(len(ids))]
+            lines.append("\t".join([chrom, str(pos + 500), ".", "A", "T", ".", "PASS", ".", "GT", *calls]))
+    gwas = Path(lake_root.removeprefix("file://")) / f"raw/{project}/gwas"
+    (gwas / "cohort.vcf").write_text("\n".join(lines) + "\n")
+    subprocess.run(["bgzip", "-f", str(gwas / "cohort.vcf")], check=True)
+    subprocess.run(["tabix", "-p", "vcf", str(gwas / "cohort.vcf.gz")], check=True)
+    return (gwas / "cohort.vcf.gz").as_uri()
+
+
+def _published_rows(local, project: str) -> dict:
+    from hooks import backend
+
+    _, rows = backend.query_engine(local).fetch(
+        f"SELECT phenotype, variant_id, allele0, allele1, n, beta, log10p FROM gwas_associations "
+        f"WHERE project = '{project}'")
+    return {(trait, variant): rest for trait, variant, *rest in rows}
+
+
+def _gap_site(project: str) -> str:
+    chrom, pos, *_ = synthetic_gwas.cohort(project)["variants"][20]
+    return f"{chrom}:{pos + 500}:A:T"
+
+
+@pytest.mark.e2e
+def test_vcf_genotypes_give_the_associations_of_the_same_genotypes_as_a_bed_with_plink2(local):
+    vcf = _write_cohort_vcf(local.lake_root, "vv")
+    gwas = vcf.rsplit("/", 1)[0]
+    _run_regenie_gwas({"project": "vv", "engine": "plink2", "genotypes": vcf})
+    _run_regenie_gwas({"project": "vb", "engine": "plink2", "genotypes": f"{gwas}/cohort",
+                       "phenotypes": f"{gwas}/phenotypes.tsv", "covariates": f"{gwas}/covariates.tsv"})
+
+    from_vcf, from_bed = _published_rows(local, "vv"), _published_rows(local, "vb")
+    assert len(from_bed) == 2 * 2500
+    assert {key: from_vcf[key] for key in from_bed} == from_bed, "same alleles, n, beta and -log10 p"
+    extra = sorted(set(from_vcf) - set(from_bed))
+    gap = _gap_site("vv")
+    assert extra == [("trait_a", gap), ("trait_b", gap)], "the triallelic site is dropped, the gappy one kept"
+    missing = sum(1 for i in range(600) if i % 7 == 0 or i % 11 == 0)
+    assert from_vcf[("trait_a", gap)][2] == 600 - missing, "missing and half calls are missing genotypes"
+
+
+@pytest.mark.e2e
+def test_vcf_genotypes_give_what_regenie_run_by_hand_on_the_same_genotypes_as_a_bed_gives(local, regenie, tmp_path):
+    # regenie's step 1 model is fitted over every variant: the VCF holds exactly the .bed's ones here
+    vcf = _write_cohort_vcf(local.lake_root, "vr", extra_sites=False)
+    _run_regenie_gwas({"project": "vr", "genotypes": vcf})  # engine auto: regenie, as one is on PATH
+
+    gwas = Path(local.lake_root.removeprefix("file://")) / "raw/vr/gwas"
+    by_hand = _regenie_by_hand(regenie, gwas, tmp_path / "by-hand", "phenotypes.tsv", binary_trait=False)
+    _assert_same_associations(_published(local, "vr"), by_hand)
+    results = Path(local.lake_root.removeprefix("file://")) / "results/regenie_gwas/1.0/project=vr"
+    step1 = __import__("json").loads((results / "step1/metrics.json").read_text())
+    assert step1["metrics"]["converted_genotypes"] == {"from": vcf, "samples": 600, "variants": 2500}
+    assert not list(results.rglob("*.bed")), "the converted genotypes stay on the file system, not in results"
+
+
+# --- the chain: germline on sequenced reads -> cohort VCF -> regenie_gwas ---------------------------------------
+@pytest.mark.e2e
+def test_germline_then_regenie_gwas_on_its_cohort_ranks_the_planted_variant_first(local):
+    from airflow.dag_processing.dagbag import DagBag
+    from genomics_steps import synthetic
+    from hooks import backend
+
+    synthetic.write_reference(local.lake_root, "synthetic-v1")
+    truth = synthetic_gwas.write_sequenced_cohort(local.lake_root, "chain")
+    germline = DagBag(dag_folder=str(ROOT / "dags" / "germline.py")).dags["germline"]
+    for task in germline.tasks:
+        task.retries = 0
+    run = germline.test(run_conf={"project": "chain", "samples": truth["samples"], "reference": "synthetic-v1",
+                                  "pipeline_version": "1.0", "fan_out": "array"})
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    _, called = backend.query_engine(local).fetch(
+        "SELECT count(DISTINCT sample_id) FROM variant_calls WHERE project = 'chain'")
+    assert called == [(len(truth["samples"]),)], "germline published every sample (none excluded by its QC gate)"
+    # STAND-IN until the germline DAG writes the joint-called cohort itself (issue 23 item 3): drop this line
+    # once it does, and the test then runs on the germline DAG's own cohort.
+    synthetic_gwas.stand_in_cohort_vcf(local.lake_root, "chain", "synthetic-v1", "1.0")
+
+    _run_regenie_gwas({"project": "chain", "germline_version": "1.0", "engine": "plink2", "variants_per_job": 100})
+
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT chrom, pos, n, log10p FROM gwas_associations WHERE project = 'chain' AND phenotype = 'trait_g' "
+        "ORDER BY log10p DESC")
+    causal = truth["causal"]
+    assert (rows[0][0], rows[0][1]) == (causal["chrom"].removeprefix("chr"), causal["pos"]), rows[:3]
+    assert rows[0][3] > 2 * rows[1][3], f"the planted variant stands out: {rows[:3]}"
+    assert rows[0][2] == len(truth["samples"]), "every sample's genotype lines up with its phenotype and covariate"
+    planted = {(s["chrom"].removeprefix("chr"), s["pos"]) for s in truth["sites"]}
+    assert planted <= {(chrom, pos) for chrom, pos, *_ in rows}, "every planted site was called and tested"
+
+
+def test_a_bcf_converts_to_the_same_plink_fileset_as_its_vcf(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from genomics_steps import gwas
+
+    lake = (tmp_path / "lake").as_uri()
+    vcf = _write_cohort_vcf(lake, "bc")
+    bcf = vcf.replace(".vcf.gz", ".bcf")
+    subprocess.run(["bcftools", "view", "-Ob", "-o", bcf.removeprefix("file://"), vcf.removeprefix("file://")],
+                   check=True)
+    monkeypatch.setenv("GENOMICS_LAKE_URI", lake)
+    monkeypatch.setenv("GENOMICS_PROJECT", "bc")
+    filesets, counts = {}, {}
+    for uri in (vcf, bcf):
+        mount = tmp_path / f"fsx-{uri.rsplit('.', 1)[-1]}"  # a stand-in file system for each
+        (mount / "output").mkdir(parents=True)
+        monkeypatch.setenv("GENOMICS_FSX", json.dumps({"file_system_id": "fs-1", "mount": str(mount),
+                                                       "output": str(mount / "output"), "links": {}}))
+        step = gwas.gwas_step("step1", argparse.Namespace(engine="plink2", genotypes=uri, pipeline_version="1.0"), [])
+        counts[uri] = gwas.convert_vcf(step, uri)
+        step.cleanup()
+        prefix = gwas.converted_genotypes()
+        assert prefix.parent == mount / "work" / "genotypes", "beside the exported output, not in it"
+        filesets[uri] = [prefix.with_suffix(f".{ext}").read_bytes() for ext in ("bed", "bim", "fam")]
+    assert filesets[bcf] == filesets[vcf]
+    assert counts[bcf] == {"from": bcf, "samples": 600, "variants": 2501}, "the triallelic site is left out"
+    fam = filesets[vcf][2].decode().splitlines()
+    assert fam[0].split()[:2] == ["S0001", "S0001"], "FID and IID are both the VCF's sample name"

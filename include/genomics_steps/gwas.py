@@ -6,11 +6,15 @@
     python -m genomics_steps.gwas step2 (same arguments; the chunk is this job's "sample")
     python -m genomics_steps.gwas merge (same arguments)
 
-- step1, once: splits the variants of the .bim into step-2 chunks (whole chromosome ranges of at most N
-  variants) and, with regenie, fits the whole-genome ridge model (``regenie --step 1``) whose per-chromosome
-  predictions every step-2 job reads from the shared file system; with ``--step1-predictions`` it points
-  step 2 at an earlier fit's LOCO files instead of fitting. plink2 has no such model: its step 1 only
-  plans the chunks and counts the samples per trait.
+- step1, once: with genotypes given as a VCF (``.vcf.gz``) or BCF (``.bcf``, e.g. the germline cohort),
+  first converts them with ``plink2 --make-bed`` into ``<mount>/work/genotypes/`` on the file system, which
+  step 2 reads too (biallelic sites only, ``--max-alleles 2``; FID and IID both the VCF's sample name, so the
+  phenotype and covariate files name samples ``<sample> <sample>``; missing and half-missing calls are missing
+  genotypes; variants without an ID get ``chrom:pos:ref:alt``). Then it splits the variants of the .bim into
+  step-2 chunks (whole chromosome ranges of at most N variants) and, with regenie, fits the whole-genome
+  ridge model (``regenie --step 1``) whose per-chromosome predictions every step-2 job reads from the shared
+  file system; with ``--step1-predictions`` it points step 2 at an earlier fit's LOCO files instead of
+  fitting. plink2 has no such model: its step 1 only plans the chunks and counts the samples per trait.
 - step2, per chunk (an array job): association tests of the chunk's variants against every trait
   (``regenie --step 2 --range`` or ``plink2 --glm --chr --from-bp --to-bp``), normalised to one table.
 - merge, once: concatenates the chunks per trait (``associations/<trait>.tsv.gz``), writes the top hits and
@@ -29,10 +33,12 @@ import gzip
 import heapq
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from genomics_steps import layout
+from genomics_steps.names import GENOTYPES_VCF
 from genomics_steps.runtime import current_sample, fsx, on_fsx, write_uri
 from genomics_steps.step import Step, StepFailed, begin, main_of, threads
 
@@ -44,7 +50,8 @@ TOP_HITS = 10
 
 def step_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, required=True)
-    parser.add_argument("--genotypes", required=True, help="URI of a PLINK 1 fileset without extension")
+    parser.add_argument("--genotypes", required=True,
+                        help="URI of a PLINK 1 fileset without extension, or of a .vcf.gz or .bcf")
     parser.add_argument("--phenotypes", required=True)
     parser.add_argument("--covariates", default="none", help="URI, or none")
     parser.add_argument("--traits", required=True, help="comma-separated phenotype columns")
@@ -73,7 +80,9 @@ def output_dir() -> Path:
 
 def gwas_step(name: str, args: argparse.Namespace, outputs: list[str], sub: str = "") -> Step:
     prefix = output_dir() / name / sub if sub else output_dir() / name
-    return Step(name, output_prefix=prefix.as_uri() + "/", outputs=outputs, tools=[args.engine],
+    converts = name == "step1" and GENOTYPES_VCF.ok(args.genotypes) and args.engine != "plink2"
+    return Step(name, output_prefix=prefix.as_uri() + "/", outputs=outputs,
+                tools=[args.engine, *(["plink2"] if converts else [])],
                 pipeline=PIPELINE, pipeline_version=args.pipeline_version)
 
 
@@ -104,8 +113,47 @@ def chunk_plan(bim: Path, variants_per_job: int) -> list[dict]:
     return chunks
 
 
+def converted_genotypes() -> Path:
+    """Where step 1 leaves a VCF's genotypes as a PLINK 1 fileset (prefix): on the run's file system beside, not
+    inside, the exported output, so every step-2 job reads this one conversion and S3 never gets a copy."""
+    return Path(fsx()["mount"]) / "work" / "genotypes" / "cohort"
+
+
+def convert_vcf(step: Step, uri: str) -> dict:
+    """``uri`` (bgzipped VCF or BCF) as a PLINK 1 fileset at ``converted_genotypes()``. plink2 writes into a
+    folder of its own that is renamed into place, so a reader never finds half a fileset."""
+    source = step.input(uri)
+    final = converted_genotypes().parent
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    memory = int(int(os.environ.get("GENOMICS_MEMORY_MIB", "2048")) * 0.75)
+    step.run(["plink2", "--bcf" if uri.endswith(".bcf") else "--vcf", str(source),
+              "--double-id",  # FID = IID = the VCF's sample name (no splitting at '_')
+              "--allow-extra-chr",  # contigs that are not human chromosome names
+              "--max-alleles", "2", "--vcf-half-call", "missing",
+              "--set-missing-var-ids", "@:#:$r:$a", "--new-id-max-allele-len", "60", "truncate",
+              "--make-bed", "--threads", str(threads()), "--memory", str(max(memory, 256)),
+              "--out", str(partial / "cohort")])
+    shutil.rmtree(final, ignore_errors=True)  # an earlier attempt's conversion on the same file system
+    os.replace(partial, final)
+    with open(final / "cohort.fam") as fam:
+        samples = sum(1 for _ in fam)
+    with open(final / "cohort.bim") as bim:
+        variants = sum(1 for _ in bim)
+    print(f"genotypes converted from {uri}: {variants} biallelic variants of {samples} samples", flush=True)
+    return {"from": uri, "samples": samples, "variants": variants}
+
+
 def inputs(step: Step, args: argparse.Namespace) -> dict[str, Path]:
-    files = {ext: step.input(f"{args.genotypes}.{ext}") for ext in ("bed", "bim", "fam")}
+    if GENOTYPES_VCF.ok(args.genotypes):  # converted by step 1 (which converts before calling this)
+        prefix = converted_genotypes()
+        files = {ext: prefix.with_suffix(f".{ext}") for ext in ("bed", "bim", "fam")}
+        absent = [str(p) for p in files.values() if not p.is_file()]
+        if absent:
+            raise StepFailed(f"step 1's conversion of {args.genotypes} is not on the file system: {absent}", 66)
+    else:
+        files = {ext: step.input(f"{args.genotypes}.{ext}") for ext in ("bed", "bim", "fam")}
     files["pheno"] = step.input(args.phenotypes)
     if args.covariates != "none":
         files["covar"] = step.input(args.covariates)
@@ -132,6 +180,7 @@ def step1(args) -> None:
     if not begin(step):
         return
     traits = args.traits.split(",")
+    converted = convert_vcf(step, args.genotypes) if GENOTYPES_VCF.ok(args.genotypes) else None
     files = inputs(step, args)
     counts = _trait_counts(files["pheno"], traits)
     chunks = chunk_plan(files["bim"], args.variants_per_job)
@@ -155,7 +204,7 @@ def step1(args) -> None:
                                     os.environ["GENOMICS_RUN_ID"], mounted["file_system_id"]),
               json.dumps(plan).encode())  # for Airflow, which cannot read the file system
     step.finish(chunks=len(chunks), variants=sum(c["variants"] for c in chunks), samples_per_trait=counts,
-                step1_predictions=args.step1_predictions or None)
+                step1_predictions=args.step1_predictions or None, converted_genotypes=converted)
 
 
 def reuse_predictions(step: Step, uri: str, traits: list[str], pred_list: Path) -> None:

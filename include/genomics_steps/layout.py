@@ -56,6 +56,10 @@ def step_prefix(lake: str, pipeline: str, version: str, project: str, sample: st
     return f"{results_prefix(lake, pipeline, version, project)}sample={sample}/{step}/"
 
 
+def cohort_vcf(lake: str, version: str, project: str) -> str:
+    return f"{results_prefix(lake, 'germline', version, project)}cohort/cohort.vcf.gz"
+
+
 def completed_samples(listing: list[str], steps: list[str]) -> set[str]:
     """Samples with every step complete, from one listing of ``results_prefix`` (paths relative to it)."""
     done: dict[str, set[str]] = {}

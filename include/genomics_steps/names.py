@@ -99,6 +99,10 @@ SRA_RUN = Rule(r"[SED]RR[0-9]{1,12}", "SRA run accession",
 # A Batch job definition, name or name:revision (the GWAS run picks its regenie image by it).
 JOB_DEFINITION = Rule(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}(?::[1-9][0-9]{0,8})?", "job definition",
                       "a Batch job definition name (letters, digits, _ -) or name:revision")
+# Genotypes given as a VCF (bgzipped) or BCF, which regenie_gwas's step 1 converts with plink2; the name says
+# which (a file URI whose last part ends in .vcf.gz or .bcf).
+GENOTYPES_VCF = Rule(FILE_URI.body + r"\.(?:vcf\.gz|bcf)", "VCF URI",
+                     "an s3:// or file:// URI of a bgzipped VCF (.vcf.gz) or a BCF (.bcf)")
 LOCO_FILE = Rule(r"[A-Za-z0-9_.=+\-]+\.loco(?:\.gz)?", "LOCO file name",
                  "a regenie LOCO file name (<name>.loco or .loco.gz)")
 BIOPROJECT = Rule(r"PRJ[DEN][A-Z][0-9]{1,12}", "BioProject accession",

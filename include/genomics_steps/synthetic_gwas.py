@@ -10,6 +10,14 @@ Writes, deterministic from the project name, under ``<lake>/raw/<P>/gwas/``:
 - ``covariates.tsv``: FID IID age sex;
 and ``<lake>/truth/<P>/gwas.json``: the causal variant of each trait, which the science check expects to rank
 first. Pure Python (no numpy), like the rest of the step package.
+
+    python -m genomics_steps.synthetic_gwas --lake URI --project P --sequenced [--samples 24] [--reference R]
+
+writes a *sequenced* cohort instead, for the chain germline -> regenie_gwas: paired-end reads
+``<lake>/raw/<P>/<sample>_R1.fastq.gz`` and ``_R2`` of samples whose diploid genomes (the synthetic reference,
+``synthetic.genome``) carry shared SNVs, one of which drives ``trait_g`` in ``raw/<P>/gwas/phenotypes.tsv``
+(FID and IID both the sample id, as regenie_gwas names the samples of a VCF), a covariate file without effect,
+and the truth ``<lake>/truth/<P>/gwas_sequenced.json`` (every site's genotypes, and the causal site).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import math
 import random
 import sys
 
+from genomics_steps import layout, synthetic
 from genomics_steps.runtime import write_uri
 
 CHROMOSOMES = {"1": 1500, "2": 1000}  # variants per chromosome
@@ -90,12 +99,138 @@ def write_cohort(lake: str, project: str, samples: int = 600) -> dict:
     return data["truth"]
 
 
+# --- a sequenced cohort: germline calls its genotypes, regenie_gwas associates them ----------------------------
+SEQUENCED_TRAIT = "trait_g"
+SEQUENCED_EFFECT = 1.5  # trait SDs per standardised genotype at the causal site
+SEQUENCED_SITES = 20
+SEQUENCED_DEPTH = 20  # 12,000 reads a sample: above germline's default min_reads (10,000), which excludes fewer
+
+
+def sequenced_cohort(reference: str, project: str, samples: int = 24) -> dict:
+    """Sample ids, shared SNV sites (chrom, 1-based pos, ref, alt, copies of alt per sample) at least 400 bp
+    apart, each polymorphic in the cohort, the trait and covariate values, and the causal site."""
+    contigs = synthetic.genome(reference)
+    rng = random.Random(f"gwas-sequenced:{reference}:{project}")
+    ids = [f"G{i + 1:03d}" for i in range(samples)]
+    sites: list[tuple[str, int, str, str, list[int]]] = []
+    taken: dict[str, list[int]] = {c: [] for c in contigs}
+    while len(sites) < SEQUENCED_SITES:
+        chrom = rng.choices(list(contigs), [len(s) for s in contigs.values()])[0]
+        pos = rng.randint(500, len(contigs[chrom]) - 500)
+        freq = rng.uniform(0.25, 0.5)
+        counts = [(rng.random() < freq) + (rng.random() < freq) for _ in ids]
+        if any(abs(pos - p) < 400 for p in taken[chrom]) or len(set(counts)) < 2:
+            continue
+        ref = contigs[chrom][pos - 1]
+        taken[chrom].append(pos)
+        sites.append((chrom, pos, ref, rng.choice([b for b in "ACGT" if b != ref]), counts))
+    sites.sort(key=lambda site: (site[0], site[1]))
+    causal = sites[len(sites) // 2]
+    mean = sum(causal[4]) / samples
+    sd = math.sqrt(sum((c - mean) ** 2 for c in causal[4]) / samples) or 1.0
+    trait = [SEQUENCED_EFFECT * (c - mean) / sd + rng.gauss(0, 1) for c in causal[4]]
+    sex = [rng.randint(0, 1) for _ in ids]
+    return {"ids": ids, "sites": sites, "trait": trait, "sex": sex,
+            "causal": {"chrom": causal[0], "pos": causal[1], "ref": causal[2], "alt": causal[3]}}
+
+
+def _sequenced_reads(reference: str, sample: str, sites: list[tuple[str, int, str, str, int]],
+                     depth: int) -> tuple[bytes, bytes]:
+    """Reads of one sample from its two haplotypes: ``sites`` (chrom, pos, ref, alt, copies of alt 0-2); a het
+    site's alt allele is on the second haplotype."""
+    contigs = synthetic.genome(reference)
+    haplotypes = []
+    for copy in (0, 1):
+        bases = {c: list(seq) for c, seq in contigs.items()}
+        for chrom, pos, _ref, alt, copies in sites:
+            if copies == 2 or (copies == 1 and copy == 1):
+                bases[chrom][pos - 1] = alt
+        haplotypes.append({c: "".join(seq) for c, seq in bases.items()})
+    rng = random.Random(f"gwas-sequenced-reads:{reference}:{sample}")
+    pairs = []
+    for chrom, seq in contigs.items():
+        wanted = len(seq) * depth // (2 * synthetic.READ_LENGTH)
+        while wanted:
+            pair = synthetic._pair(rng, haplotypes[rng.randint(0, 1)][chrom])
+            if pair:
+                pairs.append(pair)
+                wanted -= 1
+    rng.shuffle(pairs)
+    return synthetic._fastq_pair(sample, pairs)
+
+
+def write_sequenced_cohort(lake: str, project: str, reference: str = "synthetic-v1", samples: int = 24,
+                           depth: int = SEQUENCED_DEPTH) -> dict:
+    """Reads, phenotypes, covariates and truth of ``sequenced_cohort`` (the reference itself is
+    ``synthetic.write_reference``'s). Returns the truth."""
+    data = sequenced_cohort(reference, project, samples)
+    lake = lake.rstrip("/")
+    for i, sample in enumerate(data["ids"]):
+        r1, r2 = _sequenced_reads(reference, sample, [(c, p, r, a, counts[i]) for c, p, r, a, counts in data["sites"]],
+                                  depth)
+        write_uri(f"{lake}/raw/{project}/{sample}_R1.fastq.gz", r1)
+        write_uri(f"{lake}/raw/{project}/{sample}_R2.fastq.gz", r2)
+    base = layout.gwas_input_prefix(lake, project)
+    write_uri(base + "phenotypes.tsv", (f"FID\tIID\t{SEQUENCED_TRAIT}\n" + "".join(
+        f"{s}\t{s}\t{v:.5f}\n" for s, v in zip(data["ids"], data["trait"]))).encode())
+    write_uri(base + "covariates.tsv", ("FID\tIID\tsex\n" + "".join(
+        f"{s}\t{s}\t{x}\n" for s, x in zip(data["ids"], data["sex"]))).encode())
+    truth = {"samples": data["ids"], "trait": SEQUENCED_TRAIT, "causal": data["causal"],
+             "sites": [{"chrom": c, "pos": p, "ref": r, "alt": a, "genotypes": counts}
+                       for c, p, r, a, counts in data["sites"]]}
+    write_uri(f"{lake}/truth/{project}/gwas_sequenced.json", json.dumps(truth, indent=1).encode())
+    return truth
+
+
+def stand_in_cohort_vcf(lake: str, project: str, reference: str, version: str) -> tuple[str, list[str]]:
+    """STAND-IN for the germline DAG's joint calling, where it does not write the cohort yet: ``bcftools
+    mpileup | bcftools call -m`` over the marked BAMs of the project's samples whose every germline step is
+    complete at ``version`` (excluded and failed samples are not), written where the cohort belongs
+    (``layout.cohort_vcf``, with its .tbi); file:// lakes only. Returns the cohort's URI and its samples."""
+    import subprocess
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    from genomics_steps.germline import STEPS
+
+    def path(uri: str) -> Path:
+        return Path(unquote(urlparse(uri).path))
+
+    results = path(layout.results_prefix(lake, "germline", version, project))
+    listing = [str(f.relative_to(results)) for f in results.rglob(layout.METRICS)] if results.is_dir() else []
+    samples = sorted(layout.completed_samples(listing, STEPS))
+    if not samples:
+        raise RuntimeError(f"no germline sample of {project} is complete at version {version}: no cohort to call")
+
+    bams = [str(path(layout.step_prefix(lake, "germline", version, project, s, "markdup")) / "sample.bam")
+            for s in samples]
+    genome = str(path(layout.index_prefix(lake, reference, "bwa")) / "genome.fa")
+    vcf = path(layout.cohort_vcf(lake, version, project))
+    vcf.parent.mkdir(parents=True, exist_ok=True)
+    mpileup = subprocess.Popen(["bcftools", "mpileup", "-f", genome, "-a", "AD,DP", "-Ou", *bams],
+                               stdout=subprocess.PIPE)
+    subprocess.run(["bcftools", "call", "-m", "-v", "-Oz", "-o", str(vcf)], stdin=mpileup.stdout, check=True)
+    mpileup.stdout.close()
+    if mpileup.wait():
+        raise RuntimeError(f"bcftools mpileup failed ({mpileup.returncode})")
+    subprocess.run(["bcftools", "index", "-t", "-f", str(vcf)], check=True)
+    return layout.cohort_vcf(lake, version, project), samples
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lake", required=True, help="lake root URI (file:// or s3://)")
     parser.add_argument("--project", required=True)
-    parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--samples", type=int, default=None, help="600; 24 with --sequenced")
+    parser.add_argument("--sequenced", action="store_true", help="reads of a sequenced cohort for germline")
+    parser.add_argument("--reference", default="synthetic-v1", help="with --sequenced: the genome's reference")
     args = parser.parse_args(argv)
+    if args.sequenced:
+        truth = write_sequenced_cohort(args.lake, args.project, args.reference, args.samples or 24)
+        print(f"sequenced cohort of {len(truth['samples'])} samples in {args.lake}/raw/{args.project}/; "
+              f"{truth['trait']} is driven by {truth['causal']}")
+        return 0
+    args.samples = args.samples or 600
     truth = write_cohort(args.lake, args.project, args.samples)
     print(f"GWAS cohort of {args.samples} samples in {args.lake}/raw/{args.project}/gwas/; causal: {truth}")
     return 0
