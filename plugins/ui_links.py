@@ -5,8 +5,8 @@ How Airflow 3.3 shows them: an operator lists BaseOperatorLink objects in ``oper
 is serialized with each link's name and XCom key, and the API server shows a link whose XCom holds a URL
 (no plugin registration is needed). So each link here has an XCom key of its own, and the task pushes the
 URL there as soon as it knows it (``persist``): the Batch job's link while the task is still deferred on
-the job, the log stream's once the job started. When the task ends, Airflow asks ``get_link`` again on the
-worker and stores its answer under the same key, which reads back the URL already pushed.
+the job, the log stream's once the job started. Each time the task leaves the worker (deferred or ended),
+Airflow asks ``get_link`` there and stores its answer under the same key: it reads back the URL pushed.
 
 URLs are built from ids the task already has and the region in the platform settings: no network call.
 On the local backend there is no console to link to, so nothing is pushed and the UI shows no button; the
@@ -75,7 +75,7 @@ class _PersistedLink(BaseOperatorLink):
         return self.key
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from airflow.sdk import XCom
+        from airflow.sdk.execution_time.xcom import XCom  # not exported by airflow.sdk in 3.3
 
         return XCom.get_value(ti_key=ti_key, key=self.key) or ""
 
