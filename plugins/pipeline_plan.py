@@ -84,7 +84,8 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
     label = LABEL.schema()
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
-                         description="Project the samples belong to (tags, lake paths, table partitions)."),
+                         description="Project the samples belong to (tags, lake paths, table partitions): letters, "
+                                     "digits and _ . - (up to 64), starting with a letter or digit."),
         # type array-or-string: Airflow 3.3's form shows it as one text box (a pasted list, "all approved", or a
         # JSON list) and the server checks it against the matching half before a run is created.
         "samples": Param(
@@ -101,10 +102,11 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
             pattern=list_schema(SAMPLE_ID, alternatives=(ALL_APPROVED,)),
         ),
         "reference": Param("synthetic-v1", type="string", pattern=label, title="Reference",
-                           description="Reference bundle in the lake: references/<reference>/."),
+                           description="Name of the reference bundle in the lake's references/<reference>/ "
+                                       "(the demo's is synthetic-v1)."),
         "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version",
-                                  description="Outputs are keyed by it: a rerun with the same version skips "
-                                              "samples whose outputs exist."),
+                                  description="A name such as 1.0: outputs are keyed by it, and a rerun with the "
+                                              "same version skips samples whose outputs exist."),
         "force": Param(False, type="boolean", title="Force",
                        description="Run every sample again even if its outputs exist."),
         "fan_out": Param("auto", type="string", enum=list(FAN_OUT_MODES), title="Fan-out",
@@ -113,8 +115,8 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
         # Optional: "null" in the type is what lets the trigger form leave the field empty.
         "input_uri": Param(None, type=["null", "string"], pattern=LOCATION.schema(optional=True),
                            title="Reads location",
-                           description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
-                                       "raw/<project>/."),
+                           description="s3:// (file:// locally) prefix ending in / that holds <sample>_R1.fastq.gz and "
+                                       "_R2; leave empty for the lake's raw/<project>/."),
         "on_sample_failure": Param("continue", type="string", enum=list(FAILURE_POLICIES), title="On sample failure",
                                    description="continue: publish every sample that completed, then fail the run "
                                                "naming the failed ones; stop: publish nothing if any sample "
