@@ -138,7 +138,7 @@ def test_the_batch_tasks_of_that_run_answer_for_their_links(dev_up, pasted_run):
     base, env, _ = dev_up
     run_id = pasted_run["dag_run_id"]
     links = _get_json(f"{base}/api/v2/dags/rnaseq/dagRuns/{urllib.request.quote(run_id, safe='')}"
-                      "/taskInstances/per_sample.fastp/links?map_index=0")
+                      "/taskInstances/per_sample.fastp/links?map_index=0")["extra_links"]
     assert set(links) == {"AWS Batch job", "CloudWatch log"} and not any(links.values())
     logs = Path(env["AIRFLOW_HOME"]) / "logs" / "dag_id=rnaseq" / f"run_id={run_id}" / "task_id=per_sample.fastp"
     text = "".join(p.read_text() for p in logs.rglob("attempt=*.log"))
