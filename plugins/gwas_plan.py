@@ -50,9 +50,10 @@ def gwas_params() -> dict[str, Any]:
     # "null" in the type lets the trigger form leave a field empty (the field is required otherwise).
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
-                         description="Project of the cohort (tags, lake paths, table partitions)."),
+                         description="Project of the cohort (tags, lake paths, table partitions): letters, digits and "
+                                     "_ . - (up to 64), starting with a letter or digit."),
         "genotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Genotypes",
-                           description="URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam), or "
+                           description="s3:// (file:// locally) URI of a PLINK 1 fileset without extension (<uri>.bed, .bim, .fam), or "
                                        "of a VCF (.vcf.gz, bgzipped) or BCF (.bcf) that step 1 converts with "
                                        "plink2 (FID and IID are both the VCF's sample name); empty: the lake's "
                                        "raw/<project>/gwas/cohort, or the germline cohort of germline_version."),
@@ -62,16 +63,18 @@ def gwas_params() -> dict[str, Any]:
                                               "germline pipeline version (results/germline/<version>/"
                                               "project=<project>/cohort/cohort.vcf.gz); leave genotypes empty."),
         "phenotypes": Param(None, type=OPTIONAL_STRING, pattern=uri, title="Phenotypes",
-                            description="URI of a tab-separated file FID IID <trait>...; empty: "
+                            description="s3:// or file:// URI of a tab-separated file FID IID <trait>...; leave empty for "
                                         "raw/<project>/gwas/phenotypes.tsv. Binary traits: 0 control, 1 case."),
         "covariates": Param(None, type=OPTIONAL_STRING, title="Covariates",
                             pattern=FILE_URI.schema(optional=True, alternatives=(NO_COVARIATES,)),
-                            description='URI of a file FID IID <covariate>...; empty: '
-                                        'raw/<project>/gwas/covariates.tsv; "none": no covariates.'),
+                            description='s3:// or file:// URI of a file FID IID <covariate>...; leave empty for '
+                                        'raw/<project>/gwas/covariates.tsv; type "none" for no covariates.'),
         "traits": Param([], type="array", items={"type": "string", "pattern": label}, maxItems=MAX_TRAITS,
                         uniqueItems=True, title="Traits",
-                        description="Phenotype columns to test; empty: every column of the phenotype file."),
-        "trait_type": Param("quantitative", type="string", enum=list(TRAIT_TYPES), title="Trait type"),
+                        description="Phenotype columns to test, one per line; leave empty to test every column of the "
+                                    "phenotype file."),
+        "trait_type": Param("quantitative", type="string", enum=list(TRAIT_TYPES), title="Trait type",
+                            description="quantitative, or binary (phenotype 0 control, 1 case)."),
         "block_size": Param(1000, type="integer", minimum=100, maximum=10000, title="Block size",
                             description="regenie --bsize: variants per genotype block in both steps."),
         "variants_per_job": Param(200_000, type="integer", minimum=100, maximum=10_000_000,
@@ -92,13 +95,18 @@ def gwas_params() -> dict[str, Any]:
                                                "beside it (an earlier run's results/.../step1/fit_pred.list "
                                                "copied out of that run's results): step 1's model is not fitted "
                                                "again, step 2 uses these. Its traits must be this run's traits."),
-        "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version"),
+        "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version",
+                                  description="Results are kept under results/regenie_gwas/<version>/: a name "
+                                              "such as 1.0 (letters, digits and _ . -)."),
         "fsx_deployment_type": Param("SCRATCH_2", type="string", enum=list(DEPLOYMENT_TYPES),
-                                     title="FSx deployment type"),
+                                     title="FSx deployment type",
+                                     description="SCRATCH_2 for a run's scratch space; PERSISTENT_2 when the "
+                                                 "throughput below matters."),
         "fsx_capacity_gib": Param(1200, type="integer", minimum=1200, title="FSx capacity (GiB)",
-                                  description="1200, 2400, then steps of 2400."),
+                                  description="Size of the run's file system in GiB: 1200, 2400, then steps of 2400."),
         "fsx_throughput": Param(125, type="integer", enum=list(PERSISTENT_2_THROUGHPUTS),
-                                title="PERSISTENT_2 throughput (MB/s/TiB)"),
+                                title="PERSISTENT_2 throughput (MB/s/TiB)",
+                                description="MB/s per TiB stored; used by PERSISTENT_2 only."),
     }
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from genomics_steps import gates, layout
-from genomics_steps.names import ARRAY_CHUNK, LABEL, LOCATION, SAMPLE_ID, bad_items, problems_in
+from genomics_steps.names import (ARRAY_CHUNK, LABEL, LOCATION, SAMPLE_ID, bad_items, list_schema,
+                                  problems_in, split_list)
 
 from airflow_compat import AirflowFailException
 
@@ -65,6 +66,17 @@ def refuse_unknown_keys(conf: Mapping[str, Any] | None, known: Iterable[str]) ->
     raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
 
 
+def read_samples(value: Any) -> Any:
+    """The ``samples`` Param as planning uses it: ``ALL_APPROVED``, or a list of ids. A text (the trigger
+    form's box) is split at commas and line breaks, whitespace and blank items dropped; the ids are checked
+    afterwards like a JSON list's. Anything else is returned as it is, for the checks to refuse."""
+    if not isinstance(value, str):
+        return value
+    if value.strip() == ALL_APPROVED:
+        return ALL_APPROVED
+    return split_list(value)
+
+
 def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
     """The Params both pipeline DAGs take; the trigger form validates them against these schemas."""
     from airflow.sdk import Param
@@ -72,23 +84,29 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
     label = LABEL.schema()
     return {
         "project": Param("demo", type="string", pattern=label, title="Project",
-                         description="Project the samples belong to (tags, lake paths, table partitions)."),
+                         description="Project the samples belong to (tags, lake paths, table partitions): letters, "
+                                     "digits and _ . - (up to 64), starting with a letter or digit."),
+        # type array-or-string: Airflow 3.3's form shows it as one text box (a pasted list, "all approved", or a
+        # JSON list) and the server checks it against the matching half before a run is created.
         "samples": Param(
             default_samples,
+            type=["array", "string"],
             title="Samples",
-            description=f'A list of sample ids, or "{ALL_APPROVED}" for every approved sample of the project '
-                        "in the sample registry.",
-            anyOf=[
-                {"type": "array", "items": {"type": "string", "pattern": SAMPLE_ID.schema()}, "minItems": 1,
-                 "maxItems": MAX_SAMPLES, "uniqueItems": True},
-                {"type": "string", "enum": [ALL_APPROVED]},
-            ],
+            description=f'Sample ids, one per line or separated by commas (pasted from a sheet works), or '
+                        f'"{ALL_APPROVED}" for every approved sample of the project in the sample registry. '
+                        "Each id: letters, digits and _ . - (up to 128), starting with a letter or digit.",
+            items={"type": "string", "pattern": SAMPLE_ID.schema()},
+            minItems=1,
+            maxItems=MAX_SAMPLES,
+            uniqueItems=True,
+            pattern=list_schema(SAMPLE_ID, alternatives=(ALL_APPROVED,)),
         ),
         "reference": Param("synthetic-v1", type="string", pattern=label, title="Reference",
-                           description="Reference bundle in the lake: references/<reference>/."),
+                           description="Name of the reference bundle in the lake's references/<reference>/ "
+                                       "(the demo's is synthetic-v1)."),
         "pipeline_version": Param("1.0", type="string", pattern=label, title="Pipeline version",
-                                  description="Outputs are keyed by it: a rerun with the same version skips "
-                                              "samples whose outputs exist."),
+                                  description="A name such as 1.0: outputs are keyed by it, and a rerun with the "
+                                              "same version skips samples whose outputs exist."),
         "force": Param(False, type="boolean", title="Force",
                        description="Run every sample again even if its outputs exist."),
         "fan_out": Param("auto", type="string", enum=list(FAN_OUT_MODES), title="Fan-out",
@@ -97,8 +115,8 @@ def pipeline_params(default_samples: Any = ALL_APPROVED) -> dict[str, Any]:
         # Optional: "null" in the type is what lets the trigger form leave the field empty.
         "input_uri": Param(None, type=["null", "string"], pattern=LOCATION.schema(optional=True),
                            title="Reads location",
-                           description="URI prefix holding <sample>_R1.fastq.gz and _R2; empty: the lake's "
-                                       "raw/<project>/."),
+                           description="s3:// (file:// locally) prefix ending in / that holds <sample>_R1.fastq.gz and "
+                                       "_R2; leave empty for the lake's raw/<project>/."),
         "on_sample_failure": Param("continue", type="string", enum=list(FAILURE_POLICIES), title="On sample failure",
                                    description="continue: publish every sample that completed, then fail the run "
                                                "naming the failed ones; stop: publish nothing if any sample "
@@ -157,19 +175,21 @@ def plan_run(
     if problems:  # nothing below can be trusted
         raise RunConfigError("run config refused:\n - " + "\n - ".join(problems))
 
-    samples = params.get("samples")
+    given = params.get("samples")
+    samples = read_samples(given)
     if samples == ALL_APPROVED:
         samples = approved_samples(project)
         if not samples:
             problems.append(f"the sample registry has no approved samples in project {project!r}")
     if not isinstance(samples, list) or not samples:
-        problems.append(f'samples must be a non-empty list of sample ids or "{ALL_APPROVED}", got {samples!r}')
+        problems.append(f'samples must be a non-empty list of sample ids or "{ALL_APPROVED}", got {given!r}')
         samples = []
     bad = bad_items(SAMPLE_ID, "samples", samples)
     if bad:
         problems.append(bad)
-    if len(set(map(str, samples))) != len(samples):
-        problems.append("samples contains duplicates")
+    repeated = sorted({str(s) for s in samples if samples.count(s) > 1})
+    if repeated:
+        problems.append(f"samples lists {repeated[:5]!r} more than once")
     if len(samples) > MAX_SAMPLES:
         problems.append(f"a run takes at most {MAX_SAMPLES} samples, got {len(samples)}")
     if problems:

@@ -116,11 +116,26 @@ def gwas_from_germline(project: str, version: str) -> int:
     return 0 if passed else 1
 
 
+def prepare(lake: str, project: str) -> dict[str, str]:
+    """Write the synthetic reference, the RNA and DNA samples' reads and the GWAS cohort to the lake, the data
+    every demo run (and the UI's runs after ./dev up) reads; returns each trait's planted causal variant."""
+    from genomics_steps import synthetic, synthetic_gwas
+
+    print(f"==> synthetic data (reference, reads, truth) in {lake}")
+    synthetic.write_reference(lake, "synthetic-v1")
+    for kind, samples in (("rnaseq", RNA_SAMPLES), ("germline", DNA_SAMPLES)):
+        for sample in samples:
+            synthetic.write_sample(lake, project, "synthetic-v1", sample, kind)
+    return synthetic_gwas.write_cohort(lake, project)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", nargs="?", default="pipelines", choices=["pipelines", "events", "gwas_from_germline"])
     parser.add_argument("--project", default="demo")
     parser.add_argument("--pipeline-version", default="1.0")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="write the synthetic data and stop (what ./dev up runs before starting Airflow)")
     args = parser.parse_args()
     os.environ.setdefault("GENOMICS_BACKEND", "local")
     if args.what == "events":
@@ -128,25 +143,19 @@ def main() -> int:
     if args.what == "gwas_from_germline":
         return gwas_from_germline(f"{args.project}-chain", args.pipeline_version)
 
-    from genomics_steps import synthetic
     from hooks import backend
     from platform_settings import PlatformSettings
 
     settings = PlatformSettings.resolve(use_airflow_variable=False)
     lake = settings.lake_root
-    print(f"==> synthetic data (reference, reads, truth) in {lake}")
-    synthetic.write_reference(lake, "synthetic-v1")
-    for kind, samples in (("rnaseq", RNA_SAMPLES), ("germline", DNA_SAMPLES)):
-        for sample in samples:
-            synthetic.write_sample(lake, args.project, "synthetic-v1", sample, kind)
+    truth = prepare(lake, args.project)
+    if args.prepare_only:
+        return 0
     base = {"project": args.project, "reference": "synthetic-v1", "pipeline_version": args.pipeline_version}
     if not run_dag("rnaseq", {**base, "samples": RNA_SAMPLES}):
         return 1
     if not run_dag("germline", {**base, "samples": DNA_SAMPLES}):
         return 1
-    from genomics_steps import synthetic_gwas
-
-    truth = synthetic_gwas.write_cohort(lake, args.project)
     if not run_dag("regenie_gwas", {"project": args.project, "pipeline_version": args.pipeline_version,
                                     "variants_per_job": GWAS_VARIANTS_PER_JOB}):
         return 1

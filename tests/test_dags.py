@@ -135,3 +135,11 @@ def test_a_refused_run_config_fails_its_check_on_the_first_try_and_nothing_runs_
     assert sum(ControlPlane(local.local_home).counts().values()) == 0
     out, err = capfd.readouterr()
     assert re.search(message, out + err + caplog.text)
+
+
+@pytest.mark.parametrize("dag_id", ["rnaseq", "germline", "regenie_gwas", "geo_ingestion"])
+def test_every_param_of_a_pipeline_has_a_title_and_says_what_to_type(dagbag, dag_id):
+    """The trigger form shows each Param's title and description: a person filling it in needs both."""
+    for name, param in dagbag.dags[dag_id].params.items():
+        assert param.schema.get("title"), f"{dag_id}.{name} has no title"
+        assert len(param.description or "") >= 20, f"{dag_id}.{name}: {param.description!r}"

@@ -129,3 +129,24 @@ def bad_items(rule: Rule, name: str, values: Any) -> str | None:
     if not bad:
         return None
     return f"{name}: invalid {rule.noun}(s) {bad[:5]!r}: each must be {rule.description}"
+
+
+# A pasted list of ids (the trigger form's text box): items separated by commas or line breaks, blanks and
+# whitespace around each item ignored. LIST_SEPARATORS splits it; Rule-based list_schema() gives the Param's
+# pattern, which accepts such a text only if every item is a full match of the rule.
+LIST_SEPARATORS = re.compile(r"[,\n]")
+
+
+def split_list(text: str) -> list[str]:
+    """The items of a pasted list, in order, each stripped of whitespace; blank items are dropped."""
+    return [item.strip() for item in LIST_SEPARATORS.split(text) if item.strip()]
+
+
+def list_schema(rule: Rule, *, alternatives: tuple[str, ...] = ()) -> str:
+    """The JSON-schema ``pattern`` of a text holding one or more items of ``rule`` separated by commas or line
+    breaks (blank lines and surrounding whitespace allowed), or exactly one of ``alternatives``."""
+    gap = r"[\s,]*"
+    separator = r"[^\S\n]*[,\n]" + gap  # at least one comma or line break; spaces alone do not separate
+    items = f"{gap}(?:{rule.body})(?:{separator}(?:{rule.body}))*{gap}"
+    options = "|".join([*map(re.escape, alternatives), items])
+    return f"^(?:{options}){_END}"

@@ -22,6 +22,7 @@ from airflow_compat import AirflowException, AirflowSkipException
 from batch_jobs.request import JobSpec, check_static, truthy
 from batch_model import completion_event, default_retry_strategy, idempotency_key
 from platform_settings import PlatformSettings
+from ui_links import BatchJobLink, JobLogLink
 
 SUBMIT_POOL = "batch_submit"
 SURVIVORS = "survivors"  # XCom key: the samples a step hands on to the next step of its unit
@@ -75,6 +76,7 @@ class BatchJobOperator(BaseOperator):
         "reused_from",
     )
     ui_color = "#f3e5d0"
+    operator_extra_links = (BatchJobLink(), JobLogLink())  # the job (array parent) and its log, on AWS
 
     def __init__(
         self,
@@ -177,20 +179,23 @@ class BatchJobOperator(BaseOperator):
             # Deferring on a job already over would fire the trigger at once, and Airflow 3.3's scheduler can
             # fail a try whose trigger fires before it has processed that try's deferral (apache/airflow#67287,
             # #72716): the retry would fail the same way. So it completes here.
-            self._announce(ti, job.job_id)
+            self._announce(ti, job.job_id, settings)
             self.log.info("Job %s already %s; completing without deferring", job.job_id, job.ended.status)
             return self.execute_complete(context, completion_event([job.ended]))
         self._wait_for(settings, ti, job.job_id)
 
-    def _announce(self, ti: Any, job_id: str) -> None:
+    def _announce(self, ti: Any, job_id: str, settings: PlatformSettings) -> None:
+        import ui_links
+
         self.job_id = job_id
         ti.xcom_push(key="batch_job_id", value=job_id)
+        ui_links.persist(ti, BatchJobLink, settings, ui_links.batch_job_url, job_id)
 
     def _wait_for(self, settings: PlatformSettings, ti: Any, job_id: str) -> None:
         """Defer until the job's events say it is over (``execute_complete`` then)."""
         from triggers.batch_events import BatchJobEventTrigger
 
-        self._announce(ti, job_id)
+        self._announce(ti, job_id, settings)
         self.defer(trigger=BatchJobEventTrigger(job_ids=[job_id], settings=settings.to_dict(),
                                                 terminate_on_kill=self.terminate_on_kill),
                    method_name="execute_complete")
@@ -212,6 +217,7 @@ class BatchJobOperator(BaseOperator):
             if record.get("round_samples"):  # an out-of-memory round: some of the unit's samples, more memory
                 spec = spec.narrowed(record["round_samples"], record["round_memory_mib"])
         summary = summarize(settings, event["jobs"][0], spec)
+        _show_log(context["ti"], settings, summary, self.log)
         results = sample_results(settings, summary, spec) if per_sample else []
         job_facts.stage_quietly(settings, context["ti"].run_id, spec, summary, self.log, results)
         if not per_sample:
@@ -258,6 +264,17 @@ class BatchJobOperator(BaseOperator):
             from hooks import backend
 
             backend.batch_api(PlatformSettings.resolve()).terminate_job(self.job_id, "Airflow task was killed")
+
+
+def _show_log(ti: Any, settings: PlatformSettings, summary: dict[str, Any], logger: Any) -> None:
+    """The job's log where the UI reaches it: a CloudWatch link on AWS, its path in the task log locally.
+    An array parent has no log of its own: its children's are on its Batch page and in sample_outcomes."""
+    import ui_links
+
+    stream = summary.get("log_stream") or ""
+    ui_links.persist(ti, JobLogLink, settings, ui_links.log_stream_url, stream)
+    if note := ui_links.local_log_note(settings, summary["job_id"], stream):
+        logger.info(note)
 
 
 def _key(ti: Any) -> str:

@@ -21,6 +21,7 @@ from airflow_compat import AirflowException
 from batch_model import tag_value
 from client_tokens import FSX_TOKEN_LENGTH, client_token
 from platform_settings import PlatformSettings
+from ui_links import FsxFileSystemLink
 
 UNUSABLE = {"FAILED", "MISCONFIGURED", "MISCONFIGURED_UNAVAILABLE", "DELETING", "DELETED"}
 MAX_GENERATIONS = 5
@@ -68,6 +69,7 @@ class FsxCreateOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("project", "inputs", "output_folder", "deployment_type", "capacity_gib", "throughput")
     ui_color = "#dde7f5"
+    operator_extra_links = (FsxFileSystemLink(),)  # the file system in the FSx console, on AWS
 
     def __init__(self, *, project: str, inputs: list[str] | str, output_folder: str, deployment_type: str = "SCRATCH_2",
                  capacity_gib: int | str = 1200, throughput: int | str = 125, poll_seconds: float = 30.0,
@@ -143,6 +145,9 @@ class FsxCreateOperator(BaseOperator):
         raise AirflowException(f"no usable file system after {MAX_GENERATIONS} creation requests")
 
     def _when_available(self, context: Any, api: Any, settings: PlatformSettings, fs: dict[str, Any]) -> Any:
+        import ui_links
+
+        ui_links.persist(context["ti"], FsxFileSystemLink, settings, ui_links.fsx_url, fs["FileSystemId"])
         if fs["Lifecycle"] != "AVAILABLE":
             self._defer("file_system", [fs["FileSystemId"]], "AVAILABLE", "resume_available", settings)
         return self._link(context, api, settings, fs["FileSystemId"])
@@ -200,6 +205,7 @@ class FsxExportOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("file_system_id",)
     ui_color = "#dde7f5"
+    operator_extra_links = (FsxFileSystemLink(),)  # the file system in the FSx console, on AWS
 
     def __init__(self, *, file_system_id: str, paths: list[str], poll_seconds: float = 30.0,
                  timeout_seconds: float = 6 * 3600.0, **kwargs: Any):
@@ -213,9 +219,12 @@ class FsxExportOperator(BaseOperator):
         from hooks import backend
         from triggers.fsx_status import FsxStatusTrigger
 
+        import ui_links
+
         settings = PlatformSettings.resolve()
         api = backend.fsx(settings)  # the Airflow role's connection: the sweeper's role may not export
         ti = context["ti"]
+        ui_links.persist(ti, FsxFileSystemLink, settings, ui_links.fsx_url, self.file_system_id)
         for generation in range(MAX_GENERATIONS):
             # A retried try gets the export its predecessor started; one that failed is started again.
             task = api.export(self.file_system_id, self.paths,

@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 from airflow_compat import AirflowException
 
 from platform_settings import PlatformSettings
+from ui_links import AthenaQueryLink
 
 
 class PublishTableOperator(BaseOperator):
@@ -38,6 +39,7 @@ class PublishTableOperator(BaseOperator):
     template_fields: Sequence[str] = ("project", "pipeline", "pipeline_version", "units", "staging_scope",
                                       "publish_key")
     ui_color = "#d9ead3"
+    operator_extra_links = (AthenaQueryLink(),)  # the write statement running (or last run), on AWS
 
     def __init__(
         self,
@@ -91,16 +93,20 @@ class PublishTableOperator(BaseOperator):
         start(publication, engine, store, list_files=lambda prefix: lake.list_files(settings, prefix))
         self.log.info("publishing %s.%s generation %d: %d unit(s) in %d write statement(s)", settings.database,
                       self.table, publication.generation, len(publication.units), len(publication.batches()))
-        return self._drive(settings, publication, engine, store)
+        return self._drive(context["ti"], settings, publication, engine, store)
 
-    def _drive(self, settings: PlatformSettings, publication: Any, engine: Any, store: Any) -> dict[str, Any]:
+    def _drive(self, ti: Any, settings: PlatformSettings, publication: Any, engine: Any, store: Any) -> dict[str, Any]:
         """The rest of the publish through ``publishing.drive``, deferring while each write statement runs."""
         from hooks import lake
         from publishing import drive
         from triggers.athena_query import AthenaQueryTrigger
 
         def defer_while_running(statement: Any, query_id: str) -> None:
+            import ui_links
+
             self.log.info("%s: query %s", statement.step, query_id)
+            ui_links.persist(ti, AthenaQueryLink, settings, ui_links.athena_query_url,
+                             query_id)
             self.defer(
                 trigger=AthenaQueryTrigger(query_id=query_id, step=statement.step, settings=settings.to_dict()),
                 method_name="execute_write_complete",
@@ -124,4 +130,4 @@ class PublishTableOperator(BaseOperator):
         engine, store = backend.query_engine(settings), backend.job_state_store(settings)
         publication.resume(store)
         finish_write(publication, engine, store, event["step"], event["query_id"], wait=False)
-        return self._drive(settings, publication, engine, store)
+        return self._drive(context["ti"], settings, publication, engine, store)

@@ -11,6 +11,7 @@ from airflow_compat import AirflowException
 
 from genomics_steps.names import JOB_ID
 from platform_settings import PlatformSettings
+from ui_links import BatchJobLink, JobLogLink
 
 # Batch job ids are UUIDs; array children add ":<index>".
 
@@ -28,6 +29,8 @@ class BatchJobSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("job_ids",)
     ui_color = "#e8d8bf"
+    # The first job's console page and log (on AWS); the task log lists every job's page.
+    operator_extra_links = (BatchJobLink(), JobLogLink())
 
     def __init__(self, *, job_ids: str | list[str], fail_on_job_failure: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,22 +53,41 @@ class BatchJobSensor(BaseSensorOperator):
         from hooks import backend
         from triggers.batch_events import BatchJobEventTrigger
 
+        import ui_links
+
         ids = self._ids()
         settings = PlatformSettings.resolve()
+        ti = context["ti"]
+        ui_links.persist(ti, BatchJobLink, settings, ui_links.batch_job_url, ids[0])
+        if settings.backend == "aws" and len(ids) > 1:
+            region = ui_links.region_of(settings)
+            self.log.info("jobs waited for: %s", " ".join(ui_links.batch_job_url(region, i) for i in ids))
         known = backend.job_state_store(settings).get_many(ids)
         if len(known) == len(ids) and all(s.terminal for s in known.values()):
             states = [known[i] for i in ids]
-            return self._finish(
-                {"status": "failed" if any(s.status == "FAILED" for s in states) else "success",
-                 "jobs": [s.summary() for s in states]}
-            )
+            event = {"status": "failed" if any(s.status == "FAILED" for s in states) else "success",
+                     "jobs": [s.summary() for s in states]}
+            self._show_log(context, event)
+            return self._finish(event)
         self.defer(
             trigger=BatchJobEventTrigger(job_ids=ids, settings=settings.to_dict(), terminate_on_kill=False),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
+        self._show_log(context, event)
         return self._finish(event)
+
+    def _show_log(self, context: Any, event: dict[str, Any]) -> None:
+        import ui_links
+
+        first = (event.get("jobs") or [{}])[0]
+        stream = first.get("log_stream") or ""
+        settings = PlatformSettings.resolve()
+        ui_links.persist(context["ti"], JobLogLink, settings, ui_links.log_stream_url, stream)
+        for job in event.get("jobs") or []:
+            if note := ui_links.local_log_note(settings, job.get("job_id", ""), job.get("log_stream") or ""):
+                self.log.info(note)
 
     def _finish(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         if event.get("status") == "error":
