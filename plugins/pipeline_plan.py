@@ -182,7 +182,7 @@ def plan_run(
 
     samples = params.get("samples")
     if sheet_uri:
-        return _plan_units(spec, params, samples, *_sheet_reads(spec, sheet_uri, samples, backend, list_files,
+        return _plan_units(spec, params, *_sheet_reads(spec, sheet_uri, samples, backend, list_files,
                                                                  read_text), lake_root=lake_root,
                            list_files=list_files, max_map_length=max_map_length)
     input_prefix = input_uri or layout.raw_prefix(lake_root, project)

@@ -18,6 +18,7 @@ Samplesheet (CSV, a header line, one row per FASTQ file pair)::
   per sample; see SALMON_LIBRARY_TYPES.
 - A FASTQ is a URI (s3://, file://) or a path relative to the sheet's folder; it must be gzipped
   (.fastq.gz or .fq.gz).
+- Values are taken as written: a space or a hidden newline around a value is refused, not trimmed away.
 
 Folder discovery (one listing of the prefix, sub-folders included) knows two namings:
 
@@ -204,7 +205,6 @@ def parse_samplesheet(uri: str, text: str, *, strandedness: bool = True, local_f
     for cells in reader:
         if not any(c.strip() for c in cells):
             continue
-        cells = [c.strip() for c in cells]
         if header is None:
             header = cells
             known = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS] if strandedness else \
