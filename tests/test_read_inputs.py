@@ -269,7 +269,7 @@ def test_a_run_folder_is_listed_once_and_its_summary_says_what_was_found(tmp_pat
     assert lake.listed.count(RUN) == 1
     assert planned["inputs"].startswith(f"found 2 sample(s) under {RUN}: 1 paired-end, 1 single-end, 2 with "
                                         "several lanes; 12 FASTQ file(s); ignored 8 file(s): Undetermined_S0_L001")
-    assert planned["inputs"].endswith("; 3 other file(s) (reports, logs)")
+    assert planned["inputs"].endswith("; 3 other file(s), not FASTQ (reports, logs ...)")
     assert SampleReads.from_json(planned["reads"]["GSM1"]).r2 is None
 
 

@@ -113,7 +113,7 @@ class Found:
             text += f"; ignored {len(self.ignored)} file(s): " + ", ".join(f"{p} ({why})" for p, why in
                                                                          self.ignored[:5])
             text += " ..." if len(self.ignored) > 5 else ""
-        return text + f"; {self.other_files} other file(s) (reports, logs)"
+        return text + f"; {self.other_files} other file(s), not FASTQ (reports, logs ...)"
 
 
 def discover(prefix: str, listing: list[str]) -> Found:
