@@ -8,7 +8,10 @@ metrics) and `job_runs`.
 
 Run config (checked by `plan` before anything is submitted):
 - `samples`: a list of sample ids, or `"all approved"` for the project's approved samples in the registry;
-  reads are `<input_uri><sample>_R1.fastq.gz` and `_R2` (default: the lake's `raw/<project>/`);
+- reads: found under `input_uri` (default: the lake's `raw/<project>/`), named as BCL Convert writes them
+  (`<sample>_S1_L001_R1_001.fastq.gz`, lanes joined in order) or `<sample>_R1.fastq.gz` and `_R2` (R1 only:
+  single-end); or named by a `samplesheet` (`sample,fastq_1,fastq_2[,lane|run]`), whose samples run unless
+  `samples` is a list;
 - `reference`: `references/<reference>/genome.fa`; its bwa index is built once (`bwa_index`, skipped when
   present) and reused;
 - `pipeline_version`: outputs are keyed by it; samples already complete for this version are not submitted
@@ -28,6 +31,8 @@ from pipeline_plan import PipelineSpec
 
 SPEC = PipelineSpec(name="germline", steps=STEPS, reference_files=["genome.fa"], index_tool="bwa")
 REFERENCE = ["--reference", "{{ params.reference }}"]
+# Each sample's FASTQ files (lanes, single- or paired-end), as the plan wrote them for this run.
+READS = ["--reads-manifest", "{{ ti.xcom_pull(task_ids='plan', key='reads_manifest') or '' }}"]
 
 
 @dag(**pipeline_dag_args("germline", __doc__))
@@ -38,7 +43,7 @@ def germline():
     @task_group(group_id="per_sample")
     def per_sample(unit: list[str]):
         """One unit: one sample (mapped fan-out), or up to 500 samples, each step one Batch array job."""
-        align = sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, "--input-prefix",
+        align = sample_step("germline", "bwa_mem", ["bwa-mem", *REFERENCE, *READS, "--input-prefix",
                                                      "{{ params.input_uri or '' }}"],
                             unit, vcpus=2, memory_mib=4096, trigger_rule="none_failed")
         markdup = sample_step("germline", "markdup", ["markdup", "--min-reads", "{{ params.min_reads }}",

@@ -25,7 +25,7 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
         from pipeline_plan import plan_for_airflow, refuse_unknown_keys
 
         refuse_unknown_keys(dag_run.conf, dag.params)
-        return plan_for_airflow(spec, params)
+        return plan_for_airflow(spec, params, dag_run.run_id)
 
     @task
     def units(planned: dict) -> list[list[str]]:

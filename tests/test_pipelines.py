@@ -884,6 +884,78 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
 
 
 @pytest.mark.e2e
+def test_rnaseq_runs_a_bcl_convert_run_folder_with_four_lanes_and_a_single_end_sample(local, dagbag):
+    """LIVER's reads split into lanes L001..L004 (in a per-project folder, beside Undetermined files and
+    Reports/) give the same counts as the same reads in one file (MERGED); SE has R1 only."""
+    from genomics_steps.runtime import write_uri
+    from hooks import backend
+
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    r1, r2 = synthetic.write_truth(lake, "e2e", "synthetic-v1", "LIVER", "rnaseq")
+    synthetic.write_truth(lake, "e2e", "synthetic-v1", "MERGED", "rnaseq", source="LIVER")
+    single, _ = synthetic.write_truth(lake, "e2e", "synthetic-v1", "SE", "rnaseq")
+    run_folder = f"{lake}/runs/251130_A01234_0042_BHXYZ/"
+    synthetic.write_bcl_convert_output(run_folder, {"LIVER": (r1, r2), "SE": (single, None)}, lanes=4,
+                                       project_folder="e2e")
+    write_uri(run_folder + "MERGED_R1.fastq.gz", r1)
+    write_uri(run_folder + "MERGED_R2.fastq.gz", r2)
+
+    run = dagbag.dags["rnaseq"].test(run_conf={"project": "e2e", "samples": ["LIVER", "MERGED", "SE"],
+                                               "reference": "synthetic-v1", "input_uri": run_folder})
+    assert run.state == "success"
+    query = backend.query_engine(local)
+    _, rows = query.fetch("SELECT sample_id, transcript_id, num_reads, tpm FROM transcript_quant")
+    counts = {s: {t: float(n) for s2, t, n, _ in rows if s2 == s} for s in ("LIVER", "MERGED", "SE")}
+    assert counts["LIVER"].keys() == counts["MERGED"].keys()
+    for transcript, merged in counts["MERGED"].items():  # salmon's EM on two threads is not bit-reproducible
+        assert counts["LIVER"][transcript] == pytest.approx(merged, rel=0.01, abs=2), transcript
+    assert synthetic.quantification_spearman(lake, "e2e", "SE", {t: v for s, t, _, v in rows if s == "SE"}) >= 0.9
+    _, qc = query.fetch("SELECT sample_id, tool, metric, value FROM qc_metrics WHERE metric IN "
+                        "('reads_before', 'reads_after', 'num_processed', 'num_mapped')")
+    figures = {s: {(tool, m): float(v) for s2, tool, m, v in qc if s2 == s} for s in ("LIVER", "MERGED", "SE")}
+    assert figures["LIVER"] == figures["MERGED"], "the same reads trimmed and mapped, lane files or one file"
+    assert figures["LIVER"][("fastp", "reads_before")] == 80_000 and figures["SE"][("fastp", "reads_before")] == \
+        40_000, "each mate counts: the single-end sample has R1's reads only"
+
+
+@pytest.mark.e2e
+def test_germline_runs_a_samplesheet_with_four_lanes_and_a_single_end_sample(local, dagbag):
+    """D_LANES's four lane files (rows out of order, ordered by their lane column) give the same variant calls
+    as its merged files (D_MERGED); D_SE, single-end, still finds its planted SNVs."""
+    from genomics_steps.runtime import write_uri
+    from hooks import backend
+
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    r1, r2 = synthetic.write_truth(lake, "e2e", "synthetic-v1", "D_LANES", "germline")
+    synthetic.write_truth(lake, "e2e", "synthetic-v1", "D_MERGED", "germline", source="D_LANES")
+    single, _ = synthetic.write_truth(lake, "e2e", "synthetic-v1", "D_SE", "germline")
+    sheets = f"{lake}/sheets/"
+    for mate, data in (("R1", r1), ("R2", r2)):
+        write_uri(f"{sheets}merged/D_{mate}.fastq.gz", data)
+        for lane, part in enumerate(synthetic.split_lanes(data, 4), 1):
+            write_uri(f"{sheets}fastq/D_S1_L00{lane}_{mate}_001.fastq.gz", part)
+    write_uri(f"{sheets}merged/DSE_R1.fastq.gz", single)
+    rows = [f"D_LANES,fastq/D_S1_L00{lane}_R1_001.fastq.gz,fastq/D_S1_L00{lane}_R2_001.fastq.gz,{lane}"
+            for lane in (3, 1, 4, 2)]
+    sheet = "\n".join(["sample,fastq_1,fastq_2,lane", *rows, "D_MERGED,merged/D_R1.fastq.gz,merged/D_R2.fastq.gz,",
+                       "D_SE,merged/DSE_R1.fastq.gz,,"]) + "\n"
+    write_uri(sheets + "germline.csv", sheet.encode())
+
+    # R1 alone of a ~30x pair library is ~9,000 reads, under the default QC minimum of 10,000
+    run = dagbag.dags["germline"].test(run_conf={"project": "e2e", "reference": "synthetic-v1", "min_reads": 5_000,
+                                                 "samplesheet": sheets + "germline.csv"})
+    assert run.state == "success"
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT sample_id, chrom, pos, ref, alt, qual, genotype, depth FROM variant_calls")
+    calls = {s: sorted(r[1:] for r in rows if r[0] == s) for s in ("D_LANES", "D_MERGED", "D_SE")}
+    assert calls["D_LANES"] and calls["D_LANES"] == calls["D_MERGED"]
+    called = {(c, int(p), r, a) for c, p, r, a, *_ in calls["D_SE"]}
+    assert synthetic.snv_recall(lake, "e2e", "D_SE", called) >= 0.9
+
+
+@pytest.mark.e2e
 def test_a_failed_step_shows_the_tools_own_error_in_the_task_log(local, dagbag, capfd, caplog):
     from hooks import backend
 

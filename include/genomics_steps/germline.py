@@ -2,12 +2,14 @@
 bcftools, tabix).
 
     python -m genomics_steps.germline bwa-index --reference R [--force true]
-    python -m genomics_steps.germline bwa-mem --pipeline-version V --reference R [--input-prefix URI]
+    python -m genomics_steps.germline bwa-mem --pipeline-version V --reference R
+        [--reads-manifest URI | --input-prefix URI]
     python -m genomics_steps.germline markdup --pipeline-version V [--min-reads N] [--min-mapping-rate F]
     python -m genomics_steps.germline call --pipeline-version V --reference R
     python -m genomics_steps.germline stats --pipeline-version V
 
-Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch. bwa mem reads the files
+the run's reads manifest names: two (paired-end) or one (single-end), lanes joined in order.
 
 QC gate (gates.py), in markdup, on the figures samtools flagstat gives of the marked BAM (there is no fastp
 here): fewer primary reads than --min-reads excludes the sample; a primary mapped rate below
@@ -51,11 +53,11 @@ def bwa_mem(args) -> None:
         return
     sample = step.sample
     ref = _reference(step, args.reference, BWA_INDEX[:-1])
-    r1_uri, r2_uri = step.reads(args.input_prefix)
-    r1, r2 = step.input(r1_uri), step.input(r2_uri)
+    r1, r2 = step.stage_reads(step.sample_reads(args))
+    mates = [str(r1)] if r2 is None else [str(r1), str(r2)]
     read_group = f"@RG\\tID:{sample}\\tSM:{sample}\\tPL:ILLUMINA"  # bwa expands the \t itself
     # bwa's output is grouped by read name, which fixmate needs; markdup later needs fixmate's mate scores.
-    step.pipe([["bwa", "mem", "-t", str(threads()), "-R", read_group, ref, str(r1), str(r2)],
+    step.pipe([["bwa", "mem", "-t", str(threads()), "-R", read_group, ref, *mates],
                ["samtools", "fixmate", "-m", "-O", "bam", "-", str(step.out("aligned.bam"))]])
     step.finish()
 

@@ -9,6 +9,8 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
+    <lake>/manifests/<pipeline>/<run key>/reads.json          every sample's FASTQ files for a run (the plan
+                                                              writes it, the first step reads it)
     <lake>/ingest/<project>/samples/<GSM>.json                a GEO sample's SRA runs (geo_ingestion writes it)
     <lake>/reports/geo_ingestion/<project>/<GSE>/             a series' MultiQC report
 
@@ -81,6 +83,11 @@ def run_key(run_id: str) -> str:
     """A label naming one DAG run (run ids hold ':' and '+'): readable, and unique through a short hash."""
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_.-")[:80] or "run"
     return f"{readable}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def reads_manifest_uri(lake: str, pipeline: str, run_id: str) -> str:
+    """The run's reads manifest: each planned sample's R1 and R2 files (genomics_steps.read_inputs)."""
+    return f"{lake.rstrip('/')}/manifests/{pipeline}/{run_key(run_id)}/reads.json"
 
 
 def gwas_input_prefix(lake: str, project: str) -> str:

@@ -86,6 +86,16 @@ LOCATION = Rule(f"(?:{_BUCKET}|file://)(?:{_PART})*/", "prefix",
                 "an s3:// or file:// prefix ending in '/' (letters, digits and _ . = + - in path parts)")
 FILE_URI = Rule(f"(?:{_BUCKET}|file://)(?:{_PART})+", "file URI",
                 "an s3:// or file:// URI of a file (letters, digits and _ . = + - in path parts)")
+# A samplesheet: a .csv file in the lake (s3:// on AWS, file:// locally).
+SAMPLESHEET = Rule(f"(?:{_BUCKET}|file://)(?:{_PART})*/[A-Za-z0-9_.=+\\-]+\\.csv", "samplesheet URI",
+                   "an s3:// or file:// URI of a .csv file (letters, digits and _ . = + - in path parts)")
+# A samplesheet's fastq_1 / fastq_2: a gzipped FASTQ, as a URI or a path relative to the sheet's folder (no
+# '.' or '..' parts: a sheet names files at or below its folder, or gives a full URI).
+FASTQ_URI = Rule(f"(?:{_BUCKET}|file://)(?:{_PART})*/[A-Za-z0-9_.=+\\-]+\\.f(?:ast)?q\\.gz", "FASTQ URI",
+                 "an s3:// or file:// URI of a .fastq.gz or .fq.gz file")
+FASTQ_PATH = Rule(r"(?:(?!\.\.?/)[A-Za-z0-9_.=+\-]+/)*[A-Za-z0-9_.=+\-]+\.f(?:ast)?q\.gz", "FASTQ path",
+                  "a .fastq.gz or .fq.gz path relative to the samplesheet's folder (letters, digits and _ . = + -; "
+                  "no '.' or '..' parts) or an s3:// or file:// URI")
 # Any lake URI the code builds or reads: printable ASCII without space, '?' or '#' (which urlparse would cut
 # off as query or fragment); percent escapes are allowed (Path.as_uri writes them) and checked once decoded.
 LAKE_URI = Rule(f"(?:{_BUCKET}|file://)(?:/[!\"$->@-~]*)?", "lake URI",

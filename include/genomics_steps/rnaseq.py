@@ -1,12 +1,15 @@
 """RNA-seq steps (image docker/steps with PIPELINE=rnaseq: fastp, salmon).
 
     python -m genomics_steps.rnaseq salmon-index --reference R [--force true]
-    python -m genomics_steps.rnaseq fastp --pipeline-version V [--input-prefix URI] [--force true]
-        [--min-reads N] [--min-q30-rate F]
-    python -m genomics_steps.rnaseq salmon-quant --pipeline-version V --reference R [--force true]
-        [--min-mapping-rate F]
+    python -m genomics_steps.rnaseq fastp --pipeline-version V [--reads-manifest URI | --input-prefix URI]
+        [--force true] [--min-reads N] [--min-q30-rate F]
+    python -m genomics_steps.rnaseq salmon-quant --pipeline-version V --reference R [--reads-manifest URI]
+        [--force true] [--min-mapping-rate F]
 
-Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch.
+Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch. The reads manifest says
+whether the sample is single- or paired-end, which files (lanes) it has and, for salmon, its strandedness
+(read_inputs.SALMON_LIBRARY_TYPES; none given: salmon infers it, ``-l A``). A single-end sample is trimmed
+as such and quantified with ``salmon quant -r``.
 
 QC gates (gates.py): after fastp, fewer reads passing its filters than --min-reads, or a Q30 rate of the
 reads as sequenced below --min-q30-rate, excludes the sample; after salmon, a mapping rate below
@@ -70,18 +73,19 @@ def salmon_index(args) -> None:
 
 
 def fastp(args) -> None:
-    outputs = ["trimmed_R1.fastq.gz", "trimmed_R2.fastq.gz", "fastp.json", "fastp.html"]
-    step = Step.for_sample(PIPELINE, "fastp", args, outputs, ["fastp"])
+    step = Step.for_sample(PIPELINE, "fastp", args, ["fastp.json", "fastp.html"], ["fastp"])
+    reads = step.sample_reads(args)
+    step.outputs[:0] = trimmed(reads.paired)
     if not begin(step, fastp_gate(args)):
         return
-    r1_uri, r2_uri = step.reads(args.input_prefix)
-    r1, r2 = step.input(r1_uri), step.input(r2_uri)
-    step.run(["fastp", "-i", str(r1), "-I", str(r2), "-o", str(step.out("trimmed_R1.fastq.gz")),
-              "-O", str(step.out("trimmed_R2.fastq.gz")), "-j", str(step.out("fastp.json")),
-              "-h", str(step.out("fastp.html")), "-w", str(threads()), "--detect_adapter_for_pe"])
+    r1, r2 = step.stage_reads(reads)
+    argv = ["fastp", "-i", str(r1), "-o", str(step.out("trimmed_R1.fastq.gz"))]
+    if r2 is not None:
+        argv += ["-I", str(r2), "-O", str(step.out("trimmed_R2.fastq.gz")), "--detect_adapter_for_pe"]
+    step.run([*argv, "-j", str(step.out("fastp.json")), "-h", str(step.out("fastp.html")), "-w", str(threads())])
     qc = fastp_figures(json.loads(step.out("fastp.json").read_text()))
     if not qc["reads_before"]:  # fastp accepts empty or unparsable FASTQ and reads nothing: stop here
-        raise StepFailed(f"fastp kept no reads (it read 0): are {r1_uri} and {r2_uri} FASTQ?")
+        raise StepFailed(f"fastp kept no reads (it read 0): are {[*reads.r1, *(reads.r2 or ())]} FASTQ?")
     step.stage_qc("fastp", qc)
     verdict = step.judge(fastp_gate(args), qc)
     step.finish(**qc)
@@ -89,19 +93,26 @@ def fastp(args) -> None:
         step.exclude(verdict.excluded)
 
 
+def trimmed(paired: bool) -> list[str]:
+    """fastp's trimmed reads of a paired- or single-end sample."""
+    return ["trimmed_R1.fastq.gz", "trimmed_R2.fastq.gz"] if paired else ["trimmed_R1.fastq.gz"]
+
+
 def salmon_quant(args) -> None:
     outputs = ["quant.sf", "meta_info.json", "lib_format_counts.json"]
     step = Step.for_sample(PIPELINE, "salmon_quant", args, outputs, ["salmon"])
     if not begin(step, salmon_gate(args)):
         return
-    trimmed = step.sibling("fastp")
-    r1, r2 = step.input(trimmed + "trimmed_R1.fastq.gz"), step.input(trimmed + "trimmed_R2.fastq.gz")
+    library = step.sample_reads(args)
+    fastp_dir = step.sibling("fastp")
+    mates = [step.input(fastp_dir + name) for name in trimmed(library.paired)]
+    reads = ["-1", str(mates[0]), "-2", str(mates[1])] if library.paired else ["-r", str(mates[0])]
     with tarfile.open(step.input(layout.index_prefix(step.lake, args.reference, "salmon") + "index.tar.gz")) as tar:
         # the "data" filter refuses absolute paths and links out of the tree (Python >= 3.11.4)
         tar.extractall(step.work, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     tx2gene_path = step.input(step.reference(args.reference) + "tx2gene.tsv")
     quant = step.work / "quant"
-    step.run(["salmon", "quant", "-i", str(step.work / "index"), "-l", "A", "-1", str(r1), "-2", str(r2),
+    step.run(["salmon", "quant", "-i", str(step.work / "index"), "-l", library.salmon_library_type(), *reads,
               "-p", str(threads()), "--validateMappings", "-o", str(quant)])
     (quant / "quant.sf").replace(step.out("quant.sf"))
     (quant / "aux_info" / "meta_info.json").replace(step.out("meta_info.json"))
@@ -125,7 +136,8 @@ def salmon_quant(args) -> None:
 COMMANDS = {
     "salmon-index": (index_step_args, salmon_index),
     "fastp": (lambda p: (sample_step_args(p, reads=True), gate_args(p, "reads", "q30_rate")), fastp),
-    "salmon-quant": (lambda p: (sample_step_args(p, reference=True), gate_args(p, "mapping_rate")), salmon_quant),
+    "salmon-quant": (lambda p: (sample_step_args(p, reference=True, manifest=True), gate_args(p, "mapping_rate")),
+                     salmon_quant),
 }
 
 if __name__ == "__main__":

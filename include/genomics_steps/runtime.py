@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from genomics_steps import gates, layout
-from genomics_steps.names import GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
+from genomics_steps.names import FILE_URI, GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
 
 # Arguments a step takes, checked by the job itself before it reads or writes anything: a job started by hand
 # (or by anything other than our operator) with a bad value fails instead of writing somewhere else.
@@ -111,6 +111,8 @@ def argument_problems(args: Any, environ: dict[str, str] | None = None) -> list[
     problems = problems_in(checks)
     if values.get("input_prefix") and not LOCATION.ok(values["input_prefix"]):
         problems.append(LOCATION.problem("--input-prefix", values["input_prefix"]))
+    if values.get("reads_manifest") and not FILE_URI.ok(values["reads_manifest"]):
+        problems.append(FILE_URI.problem("--reads-manifest", values["reads_manifest"]))
     problems += gates.threshold_problems({k: v for k, v in values.items() if v is not None}, prefix="--")
     if isinstance(values.get("samples"), list) and (bad := bad_items(SAMPLE_ID, "--samples", values["samples"])):
         problems.append(bad)

@@ -34,6 +34,7 @@ from typing import Any
 
 from genomics_steps import gates, layout
 from genomics_steps.outcomes import EXCLUDED_EXIT_CODE, EXCLUDED_LINE
+from genomics_steps.read_inputs import SampleReads
 from genomics_steps.runtime import (
     argument_problems,
     current_sample,
@@ -161,6 +162,41 @@ class Step:
     def reads(self, input_prefix: str) -> tuple[str, str]:
         """URIs of this sample's R1 and R2 FASTQ under ``input_prefix`` (empty: the lake's raw/<project>/)."""
         return layout.reads_uris(input_prefix or layout.raw_prefix(self.lake, self.project), self.sample)
+
+    def sample_reads(self, args: argparse.Namespace) -> SampleReads:
+        """This sample's reads: its entry in the run's reads manifest (``--reads-manifest``, which the plan
+        wrote), or, for a step started without one, ``<sample>_R1.fastq.gz`` and ``_R2`` under
+        ``--input-prefix``."""
+        manifest = getattr(args, "reads_manifest", "")
+        if not manifest:
+            r1, r2 = self.reads(getattr(args, "input_prefix", ""))
+            return SampleReads((r1,), (r2,))
+        entry = json.loads(read_uri(manifest))["samples"].get(self.sample)
+        if entry is None:
+            raise StepFailed(f"sample {self.sample} is not in the run's reads manifest {manifest}")
+        return SampleReads.from_json(entry)
+
+    def stage_reads(self, reads: SampleReads) -> tuple[Path, Path | None]:
+        """Local R1 and R2 files (R2 None: single-end). A mate given as several files (lanes, runs) becomes one
+        file: each is staged in turn and appended, in order (concatenated gzip members are one valid gzip
+        stream, which fastp and bwa read whole), so no merged file is ever written to the lake."""
+        mates = [self._joined(f"R{i}", files) for i, files in ((1, reads.r1), (2, reads.r2)) if files]
+        return mates[0], (mates[1] if len(mates) > 1 else None)
+
+    def _joined(self, mate: str, files: tuple[str, ...]) -> Path:
+        if len(files) == 1:
+            return self.input(files[0], f"{mate}-{files[0].rsplit('/', 1)[-1]}")
+        joined = self.work / "in" / f"{mate}.joined.fastq.gz"
+        joined.parent.mkdir(parents=True, exist_ok=True)
+        with open(joined, "wb") as out:
+            for i, uri in enumerate(files):
+                part = self.input(uri, f"{mate}-part{i}-{uri.rsplit('/', 1)[-1]}")
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1024 * 1024)
+                if part.is_relative_to(self.work):  # a staged copy (never a file on the run's FSx)
+                    part.unlink()
+        print(f"joined {len(files)} {mate} files in order into {joined} ({joined.stat().st_size} bytes)", flush=True)
+        return joined
 
     def reference(self, reference: str) -> str:
         return layout.reference_prefix(self.lake, reference)
@@ -311,12 +347,17 @@ class Step:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def sample_step_args(parser: argparse.ArgumentParser, *, reads: bool = False, reference: bool = False) -> None:
+def sample_step_args(parser: argparse.ArgumentParser, *, reads: bool = False, reference: bool = False,
+                     manifest: bool = False) -> None:
     parser.add_argument("--pipeline-version", required=True)
     parser.add_argument("--force", default="false", help="true: redo the step even if its outputs exist")
     if reads:
         parser.add_argument("--input-prefix", default="", help="URI prefix of <sample>_R1/_R2.fastq.gz; "
                                                                "default the lake's raw/<project>/")
+    if reads or manifest:
+        parser.add_argument("--reads-manifest", default="",
+                            help="the run's reads manifest (the plan writes it): the sample's FASTQ files, "
+                                 "lanes, single- or paired-end; empty: <sample>_R1/_R2 under --input-prefix")
     if reference:
         parser.add_argument("--reference", required=True)
 

@@ -8,6 +8,8 @@ Writes, all deterministic from the names given:
 - ``<lake>/raw/<P>/<S>_R1.fastq.gz`` and ``_R2``: paired-end reads, for RNA-seq samples (``--kind rnaseq``)
   simulated from the transcriptome at known abundances, for DNA samples (``--kind germline``) from a diploid
   genome carrying planted SNVs at ~30x;
+- ``write_bcl_convert_output``: the same reads laid out as Illumina's BCL Convert writes a run folder (lanes
+  split or not, a per-project sub-folder, Undetermined files, Reports/ and Logs/), single-end samples included;
 - ``<lake>/truth/<P>/<S>/``: ``transcript_tpm.tsv`` (the true TPM of each transcript) or ``variants.tsv`` (the
   planted SNVs and their genotypes), which the science checks compare the pipelines' results with.
 
@@ -230,20 +232,69 @@ def write_reference(lake: str, reference: str) -> None:
 
 
 def write_sample(lake: str, project: str, reference: str, sample: str, kind: str) -> None:
+    r1, r2 = write_truth(lake, project, reference, sample, kind)
     lake = lake.rstrip("/")
-    truth = f"{lake}/truth/{project}/{sample}/"
-    if kind == "rnaseq":
-        r1, r2, tpm = rnaseq_sample(reference, sample)
-        body = "transcript_id\ttpm\n" + "".join(f"{t}\t{v:.4f}\n" for t, v in tpm.items())
-        write_uri(truth + "transcript_tpm.tsv", body.encode())
-    elif kind == "germline":
-        r1, r2, variants = germline_sample(reference, sample)
-        body = "chrom\tpos\tref\talt\tgenotype\n" + "".join("\t".join(map(str, v)) + "\n" for v in variants)
-        write_uri(truth + "variants.tsv", body.encode())
-    else:
-        raise ValueError(f"unknown kind {kind!r}: rnaseq or germline")
     write_uri(f"{lake}/raw/{project}/{sample}_R1.fastq.gz", r1)
     write_uri(f"{lake}/raw/{project}/{sample}_R2.fastq.gz", r2)
+
+
+def split_lanes(fastq_gz: bytes, lanes: int) -> list[bytes]:
+    """The reads of one gzipped FASTQ in ``lanes`` consecutive parts, each gzipped, as a sequencer's lanes hold
+    them: the parts joined in order are the same reads in the same order."""
+    lines = gzip.decompress(fastq_gz).decode().splitlines(keepends=True)
+    records = ["".join(lines[i : i + 4]) for i in range(0, len(lines), 4)]
+    size = -(-len(records) // lanes)
+    return [gzip.compress("".join(records[i * size : (i + 1) * size]).encode(), compresslevel=4, mtime=0)
+            for i in range(lanes)]
+
+
+def write_truth(lake: str, project: str, reference: str, sample: str, kind: str,
+                source: str | None = None) -> tuple[bytes, bytes]:
+    """Simulate ``source``'s reads (default: ``sample``'s), write their truth as ``sample``'s; returns R1, R2."""
+    truth = f"{lake.rstrip('/')}/truth/{project}/{sample}/"
+    if kind == "rnaseq":
+        r1, r2, tpm = rnaseq_sample(reference, source or sample)
+        write_uri(truth + "transcript_tpm.tsv",
+                  ("transcript_id\ttpm\n" + "".join(f"{t}\t{v:.4f}\n" for t, v in tpm.items())).encode())
+    elif kind == "germline":
+        r1, r2, variants = germline_sample(reference, source or sample)
+        write_uri(truth + "variants.tsv", ("chrom\tpos\tref\talt\tgenotype\n"
+                                           + "".join("\t".join(map(str, v)) + "\n" for v in variants)).encode())
+    else:
+        raise ValueError(f"unknown kind {kind!r}: rnaseq or germline")
+    return r1, r2
+
+
+def write_bcl_convert_output(prefix: str, samples: dict[str, tuple[bytes, bytes | None]], *, lanes: int = 4,
+                             split: bool = True, project_folder: str = "") -> list[str]:
+    """Write ``samples`` (id -> gzipped R1, R2 or None for single-end) under ``prefix`` as BCL Convert names
+    them: ``[<project_folder>/]<id>_S<n>_L00<lane>_R1_001.fastq.gz`` (without ``_L00<lane>`` when not
+    ``split``), numbered in order from S1, with ``Undetermined_S0_*`` at the top and ``Reports/`` and ``Logs/``
+    files. Returns the paths written, relative to ``prefix``."""
+    base = prefix if prefix.endswith("/") else prefix + "/"
+    folder = f"{project_folder}/" if project_folder else ""
+    written: list[str] = []
+
+    def put(path: str, data: bytes) -> None:
+        write_uri(base + path, data)
+        written.append(path)
+
+    undetermined = gzip.compress(b"@undetermined.1 1:N:0:NNNNNNNN\n" + b"N" * READ_LENGTH + b"\n+\n"
+                                 + b"#" * READ_LENGTH + b"\n", mtime=0)
+    for number, (sample, mates) in enumerate(samples.items(), 1):
+        for read, data in zip(("R1", "R2"), mates):
+            if data is None:
+                continue
+            parts = split_lanes(data, lanes) if split else [data]
+            for lane, part in enumerate(parts, 1):
+                put(f"{folder}{sample}_S{number}{f'_L{lane:03d}' if split else ''}_{read}_001.fastq.gz", part)
+    for lane in range(1, (lanes if split else 1) + 1):
+        for read in ("R1", "R2"):
+            put(f"Undetermined_S0{f'_L{lane:03d}' if split else ''}_{read}_001.fastq.gz", undetermined)
+    put("Reports/Demultiplex_Stats.csv", b"Lane,SampleID,Index,# Reads\n")
+    put("Reports/fastq_list.csv", b"RGID,RGSM,RGLB,Lane,Read1File,Read2File\n")
+    put("Logs/FastqComplete.txt", b"")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
