@@ -7,7 +7,8 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/results/<pipeline>/<version>/project=<project>/sample=<sample>/<step>/
                                                               a step's outputs, metrics.json written last
     <lake>/results/germline/<version>/project=<project>/cohort/cohort.vcf.gz, .tbi, manifest.json
-                                                              the joint-called cohort (manifest written last)
+                                                              the joint-called cohort (manifest written last);
+                                                              plans/<key>.json, parts/<key>/<region>/ beside it
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
@@ -68,6 +69,11 @@ def cohort_vcf(lake: str, version: str, project: str) -> str:
     """The joint-called cohort VCF (bgzipped, tabix index beside it as ``.tbi``) of every completed germline
     sample of ``project`` at pipeline ``version``; what regenie_gwas reads as genotypes."""
     return f"{cohort_prefix(lake, version, project)}cohort.vcf.gz"
+
+
+def cohort_plan_uri(lake: str, version: str, project: str, key: str) -> str:
+    """A cohort's plan (samples and regions) named by its key, which its region jobs and merge read."""
+    return f"{cohort_prefix(lake, version, project)}plans/{key}.json"
 
 
 def completed_samples(listing: list[str], steps: list[str]) -> set[str]:

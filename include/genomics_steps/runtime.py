@@ -12,11 +12,12 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from genomics_steps import gates, layout
-from genomics_steps.names import GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
+from genomics_steps.names import FILE_URI, GSE, LABEL, LOCATION, SAMPLE_ID, Rule, bad_items, check_uri, problems_in
 
 # Arguments a step takes, checked by the job itself before it reads or writes anything: a job started by hand
 # (or by anything other than our operator) with a bad value fails instead of writing somewhere else.
-ARGUMENT_RULES: dict[str, Rule] = {"pipeline_version": LABEL, "reference": LABEL, "series": GSE}
+ARGUMENT_RULES: dict[str, Rule] = {"pipeline_version": LABEL, "reference": LABEL, "series": GSE,
+                                   "plan": FILE_URI}
 ENVIRONMENT_RULES: dict[str, Rule] = {"GENOMICS_PROJECT": LABEL, "GENOMICS_PIPELINE": LABEL,
                                       "GENOMICS_SAMPLE": SAMPLE_ID}
 

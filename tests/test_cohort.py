@@ -1,0 +1,216 @@
+"""The joint-called germline cohort: region planning from the reference's .fai, joint calling of synthetic samples
+against their planted genotypes, region split + concat against one region, the merge's skip and rebuild, the
+DAG's cohort planning, and (AWS path, moto + the FSx double) the region array job on a per-run file system."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genomics_steps import cohort, layout, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "ref1"
+SAMPLES = [f"S{i}" for i in range(1, 7)]
+
+
+# --- regions ------------------------------------------------------------------------------------------
+def test_regions_cover_the_genome_once_in_reference_order_with_nearly_equal_sizes():
+    contigs = [("chr1", 1000), ("chr2", 300), ("chrM", 16)]
+    regions = cohort.plan_regions(contigs, 4)
+    assert [r["id"] for r in regions] == ["r0001", "r0002", "r0003", "r0004"]
+    covered = [(c, pos) for r in regions for c, start, end in r["intervals"] for pos in range(start, end + 1)]
+    assert covered == [(c, pos) for c, length in contigs for pos in range(1, length + 1)]
+    assert [r["bases"] for r in regions] == [329] * 4
+    assert regions[-1]["intervals"] == [["chr1", 988, 1000], ["chr2", 1, 300], ["chrM", 1, 16]], \
+        "a region spans contig ends, and small contigs share a region"
+
+
+def test_one_region_is_the_whole_genome_and_more_regions_than_bases_are_capped():
+    assert cohort.plan_regions([("a", 5), ("b", 3)], 1)[0]["intervals"] == [["a", 1, 5], ["b", 1, 3]]
+    assert len(cohort.plan_regions([("a", 5)], 50)) == 5
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True, "4"])
+def test_a_region_count_that_is_not_a_positive_whole_number_is_refused(count):
+    with pytest.raises(ValueError, match=f"region count must be a whole number of at least 1, got {count!r}"):
+        cohort.plan_regions([("a", 5)], count)
+
+
+def test_a_malformed_fai_line_is_named():
+    with pytest.raises(ValueError, match=r"line 2 of the .fai"):
+        cohort.fai_contigs("chr1\t100\t6\t60\t61\nchr2 200\n")
+
+
+def test_the_plan_key_changes_with_the_samples_and_not_with_their_order():
+    contigs = [("chr1", 1000)]
+    one = cohort.plan_document(["B", "A"], contigs, 2, REFERENCE)
+    assert one["samples"] == ["A", "B"]
+    assert one["key"] == cohort.plan_document(["A", "B"], contigs, 2, REFERENCE)["key"]
+    assert one["key"] != cohort.plan_document(["A", "B", "C"], contigs, 2, REFERENCE)["key"]
+    assert one["key"] != cohort.plan_document(["A", "B"], contigs, 3, REFERENCE)["key"]
+
+
+# --- joint calling inside jobs ------------------------------------------------------------------------
+def _env(lake: Path, **extra) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "include"), "GENOMICS_LAKE_URI": lake.as_uri(),
+            "GENOMICS_PROJECT": "P1", "GENOMICS_PIPELINE": "germline", "GENOMICS_VCPUS": "1", **extra}
+
+
+def _step(env: dict[str, str], module: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", f"genomics_steps.{module}", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def map_samples(lake: Path, samples: list[str], depth: int = 30, sites: int = 24) -> list:
+    """Synthetic cohort reads, aligned and duplicate-marked by the germline steps (the BAMs joint calling reads)."""
+    planted = synthetic.write_cohort(lake.as_uri(), "P1", REFERENCE, samples, depth=depth, sites=sites)
+    synthetic.write_reference(lake.as_uri(), REFERENCE)
+    if not (lake / f"references/{REFERENCE}/index/bwa/metrics.json").exists():
+        _step(_env(lake), "germline", "bwa-index", "--reference", REFERENCE)
+    for sample in samples:
+        env = _env(lake, GENOMICS_SAMPLE=sample)
+        _step(env, "germline", "bwa-mem", "--pipeline-version", "1.0", "--reference", REFERENCE)
+        _step(env, "germline", "markdup", "--pipeline-version", "1.0")
+    return planted
+
+
+def write_plan(lake: Path, samples: list[str], regions: int) -> tuple[dict, str]:
+    fai = (lake / f"references/{REFERENCE}/index/bwa/genome.fa.fai").read_text()
+    plan = cohort.plan_document(samples, cohort.fai_contigs(fai), regions, REFERENCE)
+    uri = layout.cohort_plan_uri(lake.as_uri(), "1.0", "P1", plan["key"])
+    Path(uri.removeprefix("file://")).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri.removeprefix("file://")).write_text(json.dumps(plan))
+    return plan, uri
+
+
+def build_cohort(lake: Path, samples: list[str], regions: int, **env) -> tuple[dict, subprocess.CompletedProcess]:
+    """Every region job of the plan (as the array's children would), then the merge; returns the plan and
+    the merge's output."""
+    plan, uri = write_plan(lake, samples, regions)
+    args = ["--pipeline-version", "1.0", "--reference", REFERENCE, "--plan", uri]
+    for region in plan["regions"]:
+        _step(_env(lake, GENOMICS_SAMPLE=region["id"], **env), "cohort", "call-region", *args)
+    return plan, _step(_env(lake, **env), "cohort", "merge", *args)
+
+
+def records(vcf: Path) -> list[list[str]]:
+    with gzip.open(vcf, "rt") as fh:
+        return [line.rstrip("\n").split("\t") for line in fh if not line.startswith("#")]
+
+
+def header_samples(vcf: Path) -> list[str]:
+    with gzip.open(vcf, "rt") as fh:
+        return next(line for line in fh if line.startswith("#CHROM")).rstrip("\n").split("\t")[9:]
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory):
+    """Six samples sharing 24 planted SNVs (a singleton, a site with all three genotypes, the rest drawn), mapped."""
+    lake = tmp_path_factory.mktemp("cohort") / "lake"
+    return lake, map_samples(lake, SAMPLES)
+
+
+def _genotypes(vcf: Path) -> dict[tuple[str, int, str, str], dict[str, str]]:
+    samples = header_samples(vcf)
+    found = {}
+    for fields in records(vcf):
+        keys = fields[8].split(":")
+        calls = [dict(zip(keys, column.split(":")))["GT"].replace("|", "/") for column in fields[9:]]
+        found[(fields[0], int(fields[1]), fields[3], fields[4])] = dict(zip(samples, calls))
+    return found
+
+
+def test_joint_calling_recovers_the_planted_genotypes_of_every_sample_at_every_site(mapped, tmp_path):
+    lake, planted = mapped
+    plan, _ = build_cohort(lake, SAMPLES, 4)
+    vcf = Path(layout.cohort_vcf(lake.as_uri(), "1.0", "P1").removeprefix("file://"))
+    assert header_samples(vcf) == SAMPLES
+    assert vcf.with_name("cohort.vcf.gz.tbi").is_file()
+    called = _genotypes(vcf)
+    truth = {(c, p, r, a): g for c, p, r, a, g in planted}
+    assert set(truth) <= set(called), f"planted sites not called: {sorted(set(truth) - set(called))}"
+    wrong = {site: (truth[site], called[site]) for site in truth if called[site] != truth[site]}
+    assert not wrong, f"genotypes differ from the planted ones: {wrong}"
+    singleton = next(site for site, g in truth.items() if sorted(g.values()).count("0/0") == len(SAMPLES) - 1)
+    assert sorted(called[singleton].values()) == ["0/0"] * 5 + ["0/1"], "a site of one sample has all genotypes"
+    assert {"0/0", "0/1", "1/1"} <= {g for gts in truth.values() for g in gts.values()}
+
+
+def test_every_record_is_biallelic_with_a_genotype_for_every_sample_and_its_allele_counts(mapped):
+    lake, _ = mapped
+    build_cohort(lake, SAMPLES, 4)
+    vcf = Path(layout.cohort_vcf(lake.as_uri(), "1.0", "P1").removeprefix("file://"))
+    for fields in records(vcf):
+        assert "," not in fields[4], f"multiallelic record {fields[:5]}"
+        genotypes = [column.split(":")[0] for column in fields[9:]]
+        assert len(genotypes) == len(SAMPLES) and all(g in ("0/0", "0/1", "1/1") for g in genotypes), fields[:10]
+        info = dict(item.split("=", 1) for item in fields[7].split(";") if "=" in item)
+        assert int(info["AN"]) == 2 * len(SAMPLES)
+        assert int(info["AC"]) == sum(g.count("1") for g in genotypes)
+
+
+def test_the_merge_stages_one_site_row_per_record_for_cohort_variants(mapped):
+    lake, planted = mapped
+    build_cohort(lake, SAMPLES, 4)
+    vcf = Path(layout.cohort_vcf(lake.as_uri(), "1.0", "P1").removeprefix("file://"))
+    staged = lake / "staging/cohort_variants/germline/1.0/project=P1/cohort=1.0/sites.tsv"
+    lines = staged.read_text().splitlines()
+    assert lines[0].split("\t") == ["chrom", "pos", "ref", "alt", "ac", "an", "af", "qual"]
+    rows = {(r[0], int(r[1]), r[2], r[3]): r for r in (line.split("\t") for line in lines[1:])}
+    assert len(rows) == len(records(vcf))
+    for chrom, pos, ref, alt, genotypes in planted:
+        ac = sum(g.count("1") for g in genotypes.values())
+        row = rows[(chrom, pos, ref, alt)]
+        assert (int(row[4]), int(row[5])) == (ac, 12) and float(row[6]) == pytest.approx(ac / 12, abs=1e-3)
+
+
+def test_regions_split_and_concatenated_give_the_same_records_as_one_region(mapped):
+    lake, _ = mapped
+    vcf = Path(layout.cohort_vcf(lake.as_uri(), "1.0", "P1").removeprefix("file://"))
+    build_cohort(lake, SAMPLES, 1)
+    whole = records(vcf)
+    build_cohort(lake, SAMPLES, 7)
+    assert records(vcf) == whole
+    assert len(whole) >= 24
+
+
+def test_a_merge_of_the_same_samples_and_regions_is_skipped_and_a_new_sample_rebuilds_it(mapped):
+    lake, _ = mapped
+    build_cohort(lake, SAMPLES[:5], 3)
+    manifest = Path(layout.cohort_prefix(lake.as_uri(), "1.0", "P1").removeprefix("file://")) / "manifest.json"
+    first = json.loads(manifest.read_text())
+    assert first["samples"] == SAMPLES[:5]
+
+    _, again = build_cohort(lake, SAMPLES[:5], 3, AWS_BATCH_JOB_ID="job-again")
+    assert "is built; nothing to do" in again.stdout
+    assert json.loads(manifest.read_text()) == first
+
+    _, grown = build_cohort(lake, SAMPLES, 3)
+    rebuilt = json.loads(manifest.read_text())
+    assert rebuilt["samples"] == SAMPLES and rebuilt["key"] != first["key"]
+    assert header_samples(Path(rebuilt["vcf"].removeprefix("file://"))) == SAMPLES
+
+
+def test_a_region_job_whose_region_is_not_in_the_plan_fails_naming_it(mapped, tmp_path):
+    lake, _ = mapped
+    _, uri = write_plan(lake, SAMPLES, 2)
+    done = subprocess.run([sys.executable, "-m", "genomics_steps.cohort", "call-region", "--pipeline-version",
+                           "1.0", "--reference", REFERENCE, "--plan", uri],
+                          env=_env(lake, GENOMICS_SAMPLE="r0009"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 65 and f"region r0009 is not in the plan {uri}" in done.stderr
+
+
+def test_a_plan_uri_with_a_hidden_newline_is_refused_before_anything_is_read(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "genomics_steps.cohort", "merge", "--pipeline-version", "1.0",
+                           "--reference", REFERENCE, "--plan", f"{tmp_path.as_uri()}/plan.json\n"],
+                          env=_env(tmp_path / "lake"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 64 and "--plan" in done.stderr and "plan.json\\n'" in done.stderr
