@@ -214,3 +214,82 @@ def test_a_plan_uri_with_a_hidden_newline_is_refused_before_anything_is_read(tmp
                            "--reference", REFERENCE, "--plan", f"{tmp_path.as_uri()}/plan.json\n"],
                           env=_env(tmp_path / "lake"), capture_output=True, text=True, timeout=60)
     assert done.returncode == 64 and "--plan" in done.stderr and "plan.json\\n'" in done.stderr
+
+
+# --- the germline DAG's cohort on the local backend -----------------------------------------------------
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def _jobs(local) -> int:
+    from local_batch.control_plane import ControlPlane
+
+    return sum(ControlPlane(local.local_home).counts().values())
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index == -1}
+
+
+def test_the_cohort_is_planned_after_the_outcomes_and_its_file_system_is_torn_down_after_the_merge(dagbag):
+    dag = dagbag.dags["germline"]
+    assert dag.get_task("cohort_plan").upstream_task_ids == {"outcomes"}
+    assert dag.get_task("cohort_call_regions").upstream_task_ids >= {"cohort_changed", "cohort_fsx_create"}
+    assert "cohort_call_regions" in dag.get_task("cohort_merge").upstream_task_ids
+    delete = dag.get_task("cohort_fsx_delete")
+    assert delete.is_teardown and dag.get_task("cohort_fsx_create").is_setup
+    assert {"cohort_merge", "cohort_fsx_create"} <= delete.upstream_task_ids
+    assert "fsx" in dag.tags, "fsx_sweeper's documentation names the DAGs whose file systems it sweeps by tag"
+    assert dag.params["cohort_regions"] == 8
+
+
+@pytest.mark.e2e
+def test_a_germline_run_builds_and_publishes_the_projects_cohort_and_a_rerun_skips_it_until_a_sample_is_added(
+        local, dagbag):
+    from hooks import backend
+
+    lake = local.lake_root
+    synthetic.write_reference(lake, "synthetic-v1")
+    planted = synthetic.write_cohort(lake, "e2e", "synthetic-v1", ["C1", "C2", "C3", "C4"], depth=20, sites=12)
+    dag = dagbag.dags["germline"]
+    for task in dag.tasks:
+        task.retries = 0
+    conf = {"project": "e2e", "reference": "synthetic-v1", "cohort_regions": 3}
+
+    first = dag.test(run_conf={**conf, "samples": ["C1", "C2", "C3"]})
+    assert first.state == "success"
+    states = _states(first)
+    assert states["cohort_fsx_create"] == "success" and states["cohort_fsx_delete"] == "success"
+    summary = first.get_task_instance("cohort").xcom_pull(task_ids="cohort")
+    assert summary["cohort_vcf"] == layout.cohort_vcf(lake, "1.0", "e2e") and summary["samples"] == 3
+    assert header_samples(Path(summary["cohort_vcf"].removeprefix("file://"))) == ["C1", "C2", "C3"]
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT chrom, pos, ref, alt, ac, an, cohort FROM cohort_variants WHERE project = 'e2e'")
+    carried = {(c, p, r, a): sum(g[s].count("1") for s in ("C1", "C2", "C3")) for c, p, r, a, g in planted}
+    published = {(c, int(p), r, a): (int(ac), int(an), unit) for c, p, r, a, ac, an, unit in rows}
+    for site, ac in carried.items():
+        if ac:
+            assert published[site] == (ac, 6, "1.0"), site
+
+    jobs = _jobs(local)
+    again = dag.test(run_conf={**conf, "samples": ["C1", "C2", "C3"]})
+    assert again.state == "success" and _jobs(local) == jobs, "same samples, same regions: nothing submitted"
+    states = _states(again)
+    assert states["cohort_changed"] == "success" and states["cohort_call_regions"] == "skipped"
+    assert states["cohort_fsx_create"] == "skipped" and states["cohort"] == "success"
+
+    grown = dag.test(run_conf={**conf, "samples": ["C4"]})
+    assert grown.state == "success"
+    summary = grown.get_task_instance("cohort").xcom_pull(task_ids="cohort")
+    assert summary["samples"] == 4 and summary["built_by_this_run"], "every completed sample, not this run's only"
+    assert header_samples(Path(summary["cohort_vcf"].removeprefix("file://"))) == ["C1", "C2", "C3", "C4"]
+    _, rows = backend.query_engine(local).fetch(
+        "SELECT chrom, pos, ref, alt, ac, an FROM cohort_variants WHERE project = 'e2e'")
+    vcf = Path(summary["cohort_vcf"].removeprefix("file://"))
+    assert len(rows) == len(records(vcf)), "the rebuilt cohort's rows replaced the old ones"
+    published = {(c, int(p), r, a): (int(ac), int(an)) for c, p, r, a, ac, an in rows}
+    for chrom, pos, ref, alt, genotypes in planted:
+        assert published[(chrom, pos, ref, alt)] == (sum(g.count("1") for g in genotypes.values()), 8)
