@@ -293,3 +293,88 @@ def test_a_germline_run_builds_and_publishes_the_projects_cohort_and_a_rerun_ski
     published = {(c, int(p), r, a): (int(ac), int(an)) for c, p, r, a, ac, an in rows}
     for chrom, pos, ref, alt, genotypes in planted:
         assert published[(chrom, pos, ref, alt)] == (sum(g.count("1") for g in genotypes.values()), 8)
+
+
+# --- the AWS path: moto, the simulated Batch and the FSx double ---------------------------------------------
+def _completed_on_s3(settings, samples: list[str]) -> None:
+    """What the per-sample steps leave in the S3 lake (their metrics.json) and the reference's .fai."""
+    from hooks import lake
+
+    for sample in samples:
+        for step in ("bwa_mem", "markdup", "call", "stats"):
+            prefix = layout.step_prefix(settings.lake_root, "germline", "1.0", "p1", sample, step)
+            lake.write_text(settings, prefix + "metrics.json", "{}")
+    fai = layout.index_prefix(settings.lake_root, REFERENCE, "bwa") + "genome.fa.fai"
+    lake.write_text(settings, fai, "chr1\t40000\t6\t60\t61\nchr2\t20000\t40678\t60\t61\n")
+
+
+@pytest.mark.parametrize("failed_child", [None, 2])
+def test_on_aws_the_regions_run_as_one_array_job_reading_the_bams_from_the_runs_fsx_which_is_then_deleted(
+        aws, failed_child):
+    import asyncio
+
+    from airflow.sdk.exceptions import AirflowException, TaskDeferred
+
+    from cohort_plan import plan_for_airflow
+    from genomics_steps.runtime import on_fsx
+    from operators.batch_job import BatchJobOperator
+    from operators.fsx import FsxCreateOperator, FsxDeleteOperator
+    from tests.conftest import first_event, task_context
+
+    _completed_on_s3(aws.settings, ["A", "B", "C"])
+    plan = plan_for_airflow({"project": "p1", "pipeline_version": "1.0", "reference": REFERENCE,
+                             "cohort_regions": 4})
+    assert plan["build"] and plan["regions"] == ["r0001", "r0002", "r0003", "r0004"]
+
+    context = task_context(dag_id="germline", task_id="cohort_fsx_create")
+    create = FsxCreateOperator(task_id="cohort_fsx_create", project="p1", inputs=plan["results"],
+                               output_folder=None, aws_only=True, poll_seconds=0.01)
+    call = lambda: create.execute(context)  # noqa: E731
+    while True:
+        try:
+            fsx = call()
+            break
+        except TaskDeferred as deferred:
+            event = asyncio.run(first_event(deferred.trigger))
+            call = lambda m=getattr(create, deferred.method_name), e=event: m(context, e)  # noqa: E731
+    links = {a["FileSystemPath"]: (a["DataRepositoryPath"], a["BatchImportMetaDataOnCreate"])
+             for a in aws.fsx.describe_data_repository_associations()["Associations"]}
+    assert links == {"/input-0": (plan["results"], True)}, "the results prefix, read only: no /output"
+
+    regions = BatchJobOperator(task_id="cohort_call_regions", step="cohort_call_regions", project="p1",
+                               pipeline="germline", job_definition="genomics-germline",
+                               command=["python3", "-m", "genomics_steps.cohort", "call-region", "--pipeline-version",
+                                        "1.0", "--reference", REFERENCE, "--plan", plan["plan_uri"]],
+                               samples=plan["regions"], environment={"GENOMICS_FSX": json.dumps(fsx)})
+    job_context = task_context(dag_id="germline", task_id="cohort_call_regions")
+    with pytest.raises(TaskDeferred) as deferred:
+        regions.execute(job_context)
+    job = aws.sim.jobs[deferred.value.trigger.job_ids[0]]
+    assert job.request["arrayProperties"] == {"size": 4} and aws.sim.calls["SubmitJob"] == 1
+    environment = {e["name"]: e["value"] for e in job.request["containerOverrides"]["environment"]}
+    bam = layout.step_prefix(aws.settings.lake_root, "germline", "1.0", "p1", "B", "markdup") + "sample.bam"
+    assert on_fsx(bam, environment) == Path(f"/fsx/{fsx['file_system_id']}/input-0/sample=B/markdup/sample.bam")
+    if failed_child is not None:
+        job.children[failed_child].outcomes = ["exit:1"]
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(deferred.value.trigger))
+    if failed_child is None:
+        regions.execute_complete(job_context, event)
+    else:
+        with pytest.raises(AirflowException, match="r0003: FAILED exit code 1"):
+            regions.execute_complete(job_context, event)
+
+    deleted = FsxDeleteOperator(task_id="cohort_fsx_delete").execute(task_context(dag_id="germline"))
+    assert deleted == [fsx["file_system_id"]]
+    (described,) = aws.fsx.describe_file_systems(FileSystemIds=deleted)["FileSystems"]
+    assert described["Lifecycle"] == "DELETING"
+
+
+def test_on_the_local_backend_the_cohort_makes_no_file_system(local):
+    from operators.fsx import FsxCreateOperator
+    from tests.conftest import task_context
+
+    create = FsxCreateOperator(task_id="cohort_fsx_create", project="p1", output_folder=None, aws_only=True,
+                               inputs=layout.results_prefix(local.lake_root, "germline", "1.0", "p1"))
+    assert create.execute(task_context(dag_id="germline")) is None
+    assert not list((Path(local.local_home) / "fsx").glob("fs-*"))
