@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,76 @@ def test_the_plan_key_changes_with_the_samples_and_not_with_their_order():
     assert one["key"] == cohort.plan_document(["A", "B"], contigs, 2, REFERENCE)["key"]
     assert one["key"] != cohort.plan_document(["A", "B", "C"], contigs, 2, REFERENCE)["key"]
     assert one["key"] != cohort.plan_document(["A", "B"], contigs, 3, REFERENCE)["key"]
+
+
+# --- planning the cohort (the DAG's cohort_plan task) -------------------------------------------------------
+class PlannedLake:
+    """A lake of completed samples, a .fai and maybe a built cohort, as plan_cohort sees it; records writes."""
+
+    FAI = "chr1\t40000\t6\t60\t61\nchr2\t20000\t40678\t60\t61\n"
+
+    def __init__(self, complete=(), partial=(), built_key=None):
+        steps = ["bwa_mem", "markdup", "call", "stats"]
+        self.listing = [f"sample={s}/{step}/metrics.json" for s in complete for step in steps]
+        self.listing += [f"sample={s}/bwa_mem/metrics.json" for s in partial]
+        self.manifest = json.dumps({"key": built_key}) if built_key else None
+        if built_key:
+            self.listing.append("cohort/manifest.json")
+        self.written: dict[str, str] = {}
+
+    def plan(self, **params):
+        from cohort_plan import plan_cohort
+
+        conf = {"project": "p1", "pipeline_version": "1.0", "reference": REFERENCE, "cohort_regions": 3, **params}
+        return plan_cohort(conf, lake_root="s3://lake", list_files=lambda prefix: self.listing,
+                           read_head=self.read_head, write_text=self.written.__setitem__,
+                           stopped=conf.pop("stopped", ""))
+
+    def read_head(self, uri, max_bytes):
+        if uri.endswith(".fai"):
+            return self.FAI.encode()
+        if uri.endswith("/cohort/manifest.json") and self.manifest:
+            return self.manifest.encode()
+        raise FileNotFoundError(uri)
+
+
+def test_the_cohort_plan_holds_every_completed_sample_of_the_version_and_is_written_under_its_key():
+    lake = PlannedLake(complete=["B", "A"], partial=["C"])
+    plan = lake.plan()
+    assert plan["build"] and plan["samples"] == 2 and plan["regions"] == ["r0001", "r0002", "r0003"]
+    assert plan["results"] == "s3://lake/results/germline/1.0/project=p1/" and plan["units"] == ["1.0"]
+    assert plan["plan_uri"] == layout.cohort_plan_uri("s3://lake", "1.0", "p1", plan["key"])
+    written = json.loads(lake.written[plan["plan_uri"]])
+    assert written["samples"] == ["A", "B"], "a sample missing a step is not in the cohort"
+    assert written["regions"][0]["intervals"] == [["chr1", 1, 20000]]
+
+
+def test_a_cohort_already_built_from_the_same_plan_is_not_built_again_unless_forced():
+    key = PlannedLake(complete=["A", "B"]).plan()["key"]
+    built = PlannedLake(complete=["A", "B"], built_key=key)
+    assert not built.plan()["build"] and built.written == {}
+    assert built.plan(force=True)["build"]
+    assert PlannedLake(complete=["A", "B", "C"], built_key=key).plan()["build"], "a new sample rebuilds it"
+    assert PlannedLake(complete=["A", "B"], built_key=key).plan(cohort_regions=4)["build"]
+
+
+def test_no_completed_sample_or_a_stopped_run_builds_no_cohort():
+    assert not PlannedLake(partial=["A"]).plan()["build"]
+    stopped = PlannedLake(complete=["A"]).plan(stopped="on_sample_failure is stop and 1 sample(s) failed")
+    assert not stopped["build"] and "stopped" in stopped["reason"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cohort_regions": 0}, "cohort_regions must be a whole number from 1 to 10000, got 0"),
+    ({"cohort_regions": "8"}, "cohort_regions must be a whole number from 1 to 10000, got '8'"),
+    ({"project": "p1\n"}, "project 'p1\\n'"),
+    ({"reference": "../ref"}, "reference '../ref'"),
+])
+def test_a_cohort_config_that_cannot_run_is_refused_naming_field_and_value(change, message):
+    from pipeline_plan import RunConfigError
+
+    with pytest.raises(RunConfigError, match=re.escape(message)):
+        PlannedLake(complete=["A"]).plan(**change)
 
 
 # --- joint calling inside jobs ------------------------------------------------------------------------
