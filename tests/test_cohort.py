@@ -200,9 +200,9 @@ def _genotypes(vcf: Path) -> dict[tuple[str, int, str, str], dict[str, str]]:
     return found
 
 
-def test_joint_calling_recovers_the_planted_genotypes_of_every_sample_at_every_site(mapped, tmp_path):
+def test_joint_calling_recovers_the_planted_genotypes_of_every_sample_at_every_site(mapped):
     lake, planted = mapped
-    plan, _ = build_cohort(lake, SAMPLES, 4)
+    build_cohort(lake, SAMPLES, 4)
     vcf = Path(layout.cohort_vcf(lake.as_uri(), "1.0", "P1").removeprefix("file://"))
     assert header_samples(vcf) == SAMPLES
     assert vcf.with_name("cohort.vcf.gz.tbi").is_file()
@@ -265,13 +265,13 @@ def test_a_merge_of_the_same_samples_and_regions_is_skipped_and_a_new_sample_reb
     assert "is built; nothing to do" in again.stdout
     assert json.loads(manifest.read_text()) == first
 
-    _, grown = build_cohort(lake, SAMPLES, 3)
+    build_cohort(lake, SAMPLES, 3)
     rebuilt = json.loads(manifest.read_text())
     assert rebuilt["samples"] == SAMPLES and rebuilt["key"] != first["key"]
     assert header_samples(Path(rebuilt["vcf"].removeprefix("file://"))) == SAMPLES
 
 
-def test_a_region_job_whose_region_is_not_in_the_plan_fails_naming_it(mapped, tmp_path):
+def test_a_region_job_whose_region_is_not_in_the_plan_fails_naming_it(mapped):
     lake, _ = mapped
     _, uri = write_plan(lake, SAMPLES, 2)
     done = subprocess.run([sys.executable, "-m", "genomics_steps.cohort", "call-region", "--pipeline-version",
