@@ -6,6 +6,12 @@ Per sample: **bwa mem** aligns the reads (`bwa_mem`), **samtools** sorts, marks 
 (`stats`). Then the results are published as tables: `variant_calls`, `qc_metrics` (samtools and bcftools
 metrics) and `job_runs`.
 
+Then the project's **cohort** for this version, over every completed sample (this run's and earlier runs'):
+`bcftools mpileup | call -m` over all samples' BAMs together as one Batch array job, a child per region of the
+reference (`cohort_regions`), concatenated and indexed into `results/germline/<version>/project=<p>/cohort/
+cohort.vcf.gz` and published as `cohort_variants`; skipped when its samples and regions are those already built.
+On AWS the region jobs read the BAMs from a file system of the run (FSx for Lustre, deleted as teardown).
+
 Run config (checked by `plan` before anything is submitted):
 - `samples`: a list of sample ids, or `"all approved"` for the project's approved samples in the registry;
 - reads: found under `input_uri` (default: the lake's `raw/<project>/`), named as BCL Convert writes them
@@ -26,6 +32,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task_group
 
 from genomics_steps.germline import STEPS
+from cohort_dag import cohort_tasks
 from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, sample_step, settle_and_publish
 from pipeline_plan import PipelineSpec
 
@@ -35,7 +42,12 @@ REFERENCE = ["--reference", "{{ params.reference }}"]
 READS = ["--reads-manifest", "{{ ti.xcom_pull(task_ids='plan', key='reads_manifest') or '' }}"]
 
 
-@dag(**pipeline_dag_args("germline", __doc__))
+DAG_ARGS = pipeline_dag_args("germline", __doc__)
+DAG_ARGS["params"] = {**DAG_ARGS["params"], **__import__("cohort_plan").cohort_params()}
+DAG_ARGS["tags"] = [*DAG_ARGS["tags"], "fsx"]
+
+
+@dag(**DAG_ARGS)
 def germline():
     index = index_step("germline", "bwa_index", "bwa-index", vcpus=1, memory_mib=4096)
     planned, units = plan_and_index(SPEC, index)
@@ -55,6 +67,7 @@ def germline():
     samples = per_sample.expand(unit=units)
     settled, _ = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
     index >> samples >> settled
+    cohort_tasks(settled)
 
 
 germline()

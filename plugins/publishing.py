@@ -73,6 +73,8 @@ TABLES: dict[str, TableSpec] = {
                   added=("container_reason", "job_definition", "reused_from", "pipeline_version")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
+        # a germline cohort is replaced whole when rebuilt: its unit is the pipeline version, not a contig
+        TableSpec("cohort_variants", "cohort/cohort_variants", "cohort_variants", unit_column="cohort"),
     )
 }
 

@@ -163,7 +163,8 @@ def dagbag():
 def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dagbag):
     expected = {
         "rnaseq": (["fastp", "salmon_quant"], "salmon_index", ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"]),
-        "germline": (["bwa_mem", "markdup", "call", "stats"], "bwa_index", ["variant_calls", "qc_metrics", "job_runs"]),
+        "germline": (["bwa_mem", "markdup", "call", "stats"], "bwa_index",
+                     ["variant_calls", "qc_metrics", "job_runs", "cohort_variants"]),
     }
     for dag_id, (steps, index, tables) in expected.items():
         dag = dagbag.dags[dag_id]

@@ -6,6 +6,9 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/references/<reference>/index/<tool>/               built indexes, metrics.json last
     <lake>/results/<pipeline>/<version>/project=<project>/sample=<sample>/<step>/
                                                               a step's outputs, metrics.json written last
+    <lake>/results/germline/<version>/project=<project>/cohort/cohort.vcf.gz, .tbi, manifest.json
+                                                              the joint-called cohort (manifest written last);
+                                                              plans/<key>.json, parts/<key>/<region>/ beside it
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
@@ -58,8 +61,21 @@ def step_prefix(lake: str, pipeline: str, version: str, project: str, sample: st
     return f"{results_prefix(lake, pipeline, version, project)}sample={sample}/{step}/"
 
 
+def cohort_prefix(lake: str, version: str, project: str) -> str:
+    """The germline cohort of a project and pipeline version: the joint-called VCF, its index and the manifest
+    naming the samples it holds (written last), beside the per-sample results."""
+    return f"{results_prefix(lake, 'germline', version, project)}cohort/"
+
+
 def cohort_vcf(lake: str, version: str, project: str) -> str:
-    return f"{results_prefix(lake, 'germline', version, project)}cohort/cohort.vcf.gz"
+    """The joint-called cohort VCF (bgzipped, tabix index beside it as ``.tbi``) of every completed germline
+    sample of ``project`` at pipeline ``version``; what regenie_gwas reads as genotypes."""
+    return f"{cohort_prefix(lake, version, project)}cohort.vcf.gz"
+
+
+def cohort_plan_uri(lake: str, version: str, project: str, key: str) -> str:
+    """A cohort's plan (samples and regions) named by its key, which its region jobs and merge read."""
+    return f"{cohort_prefix(lake, version, project)}plans/{key}.json"
 
 
 def completed_samples(listing: list[str], steps: list[str]) -> set[str]:

@@ -16,7 +16,8 @@ from genomics_steps.names import FILE_URI, GSE, LABEL, LOCATION, SAMPLE_ID, Rule
 
 # Arguments a step takes, checked by the job itself before it reads or writes anything: a job started by hand
 # (or by anything other than our operator) with a bad value fails instead of writing somewhere else.
-ARGUMENT_RULES: dict[str, Rule] = {"pipeline_version": LABEL, "reference": LABEL, "series": GSE}
+ARGUMENT_RULES: dict[str, Rule] = {"pipeline_version": LABEL, "reference": LABEL, "series": GSE,
+                                   "plan": FILE_URI}
 ENVIRONMENT_RULES: dict[str, Rule] = {"GENOMICS_PROJECT": LABEL, "GENOMICS_PIPELINE": LABEL,
                                       "GENOMICS_SAMPLE": SAMPLE_ID}
 

@@ -150,10 +150,42 @@ def planted_variants(reference: str, sample: str, count: int = 40) -> list[tuple
     return sorted(chosen, key=lambda v: (v[0], v[1]))
 
 
-def germline_sample(reference: str, sample: str, depth: int = 30) -> tuple[bytes, bytes, list]:
-    """Reads from the two haplotypes of a diploid genome carrying the sample's planted SNVs."""
+def cohort_variants(reference: str, samples: list[str], count: int = 24) -> list[tuple[str, int, str, str, dict]]:
+    """SNVs shared by a cohort: (chrom, pos, ref, alt, {sample: genotype 0/0, 0/1 or 1/1}), at least 150 bp
+    apart. Every site has at least one carrier; the first site is a singleton (one het sample, every other
+    hom-ref), the second has every genotype when there are three samples or more, the rest are drawn at an
+    allele frequency of 0.1 to 0.6 per site."""
     contigs = genome(reference)
-    variants = planted_variants(reference, sample)
+    rng = _rng(reference, "cohort", *samples)
+    sites: list[tuple[str, int, str, str, dict]] = []
+    taken: dict[str, list[int]] = {c: [] for c in contigs}
+    while len(sites) < count:
+        chrom = rng.choices(list(contigs), [len(s) for s in contigs.values()])[0]
+        pos = rng.randint(500, len(contigs[chrom]) - 500)
+        if any(abs(pos - p) < 150 for p in taken[chrom]):
+            continue
+        ref = contigs[chrom][pos - 1]
+        alt = rng.choice([b for b in "ACGT" if b != ref])
+        if not sites:
+            genotypes = {s: "0/1" if i == 0 else "0/0" for i, s in enumerate(samples)}
+        elif len(sites) == 1 and len(samples) >= 3:
+            genotypes = {s: ("0/0", "0/1", "1/1")[i % 3] for i, s in enumerate(samples)}
+        else:
+            freq = rng.uniform(0.1, 0.6)
+            genotypes = {s: ("0/0", "0/1", "1/1")[(rng.random() < freq) + (rng.random() < freq)] for s in samples}
+        if all(g == "0/0" for g in genotypes.values()):
+            continue
+        taken[chrom].append(pos)
+        sites.append((chrom, pos, ref, alt, genotypes))
+    return sorted(sites, key=lambda v: (v[0], v[1]))
+
+
+def germline_sample(reference: str, sample: str, depth: int = 30,
+                    variants: list[tuple[str, int, str, str, str]] | None = None) -> tuple[bytes, bytes, list]:
+    """Reads from the two haplotypes of a diploid genome carrying the sample's planted SNVs (``variants``:
+    (chrom, pos, ref, alt, genotype 0/1 or 1/1); default ``planted_variants``)."""
+    contigs = genome(reference)
+    variants = planted_variants(reference, sample) if variants is None else variants
     haplotypes = []
     for copy in (0, 1):
         hap = {c: list(s) for c, s in contigs.items()}
@@ -295,6 +327,23 @@ def write_bcl_convert_output(prefix: str, samples: dict[str, tuple[bytes, bytes 
     put("Reports/fastq_list.csv", b"RGID,RGSM,RGLB,Lane,Read1File,Read2File\n")
     put("Logs/FastqComplete.txt", b"")
     return written
+
+
+def write_cohort(lake: str, project: str, reference: str, samples: list[str], depth: int = 30,
+                 sites: int = 24) -> list[tuple[str, int, str, str, dict]]:
+    """Reads for ``samples`` carrying the shared SNVs of ``cohort_variants`` (and no others), and the truth
+    ``<lake>/truth/<project>/cohort.tsv`` (chrom, pos, ref, alt, then one genotype column per sample)."""
+    lake = lake.rstrip("/")
+    planted = cohort_variants(reference, samples, sites)
+    for sample in samples:
+        own = [(c, p, r, a, g[sample]) for c, p, r, a, g in planted if g[sample] != "0/0"]
+        r1, r2, _ = germline_sample(reference, sample, depth, own)
+        write_uri(f"{lake}/raw/{project}/{sample}_R1.fastq.gz", r1)
+        write_uri(f"{lake}/raw/{project}/{sample}_R2.fastq.gz", r2)
+    body = "\t".join(["chrom", "pos", "ref", "alt", *samples]) + "\n" + "".join(
+        "\t".join([c, str(p), r, a, *(g[s] for s in samples)]) + "\n" for c, p, r, a, g in planted)
+    write_uri(f"{lake}/truth/{project}/cohort.tsv", body.encode())
+    return planted
 
 
 def main(argv: list[str] | None = None) -> int:

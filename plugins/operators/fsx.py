@@ -59,22 +59,26 @@ class FsxCreateOperator(BaseOperator):
 
     :param project: project tag. Templated.
     :param inputs: lake folders (ending in ``/``) the jobs read. Templated.
-    :param output_folder: lake folder that ``/output`` exports to. Templated.
+    :param output_folder: lake folder that ``/output`` exports to; None: jobs only read from the file system
+        (no ``/output``). Templated.
     :param deployment_type: SCRATCH_2 (default) or PERSISTENT_2. Templated.
     :param capacity_gib: 1200, 2400 or a multiple of 2400. Templated.
     :param throughput: PERSISTENT_2's MB/s per TiB (125, 250, 500, 1000). Templated.
     :param poll_seconds: first pause of the deferred wait (then growing by half, to 120 s).
     :param timeout_seconds: how long creation may take before the task fails.
+    :param aws_only: on the local backend, create nothing and return None (jobs that read the lake's files
+        directly there need no stand-in file system).
     """
 
     template_fields: Sequence[str] = ("project", "inputs", "output_folder", "deployment_type", "capacity_gib", "throughput")
     ui_color = "#dde7f5"
     operator_extra_links = (FsxFileSystemLink(),)  # the file system in the FSx console, on AWS
 
-    def __init__(self, *, project: str, inputs: list[str] | str, output_folder: str, deployment_type: str = "SCRATCH_2",
+    def __init__(self, *, project: str, inputs: list[str] | str, output_folder: str | None, deployment_type: str = "SCRATCH_2",
                  capacity_gib: int | str = 1200, throughput: int | str = 125, poll_seconds: float = 30.0,
-                 timeout_seconds: float = 3600.0, **kwargs: Any):
+                 timeout_seconds: float = 3600.0, aws_only: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
+        self.aws_only = aws_only
         self.project = project
         self.inputs = inputs
         self.output_folder = output_folder
@@ -99,7 +103,8 @@ class FsxCreateOperator(BaseOperator):
             problems.append(f"capacity_gib must be 1200, 2400 or a multiple of 2400, got {self.capacity_gib!r}")
         if self.deployment_type == "PERSISTENT_2" and self.throughput not in PERSISTENT_2_THROUGHPUTS:
             problems.append(f"throughput must be one of {PERSISTENT_2_THROUGHPUTS} for PERSISTENT_2")
-        folders = [*(self.inputs if isinstance(self.inputs, list) else [self.inputs]), self.output_folder]
+        inputs = list(self.inputs if isinstance(self.inputs, list) else [self.inputs])
+        folders = [*inputs, *([self.output_folder] if self.output_folder else [])]
         bad = [f for f in folders if not LOCATION.ok(f)]
         if bad:
             problems.append(f"folder(s) {bad!r}: each must be {LOCATION.description}")
@@ -109,14 +114,17 @@ class FsxCreateOperator(BaseOperator):
             problems.append("a file system takes at most 8 data repository associations")
         if problems:
             raise ValueError("FSx request refused:\n - " + "\n - ".join(problems))
-        links = [(f"/input-{i}", folder, True) for i, folder in enumerate(folders[:-1])]
-        return [*links, ("/output", self.output_folder, False)]
+        links = [(f"/input-{i}", folder, True) for i, folder in enumerate(inputs)]
+        return [*links, *([("/output", self.output_folder, False)] if self.output_folder else [])]
 
     def execute(self, context: Any) -> Any:
         from hooks import backend
 
         settings = PlatformSettings.resolve()
         self._links()  # everything is checked before anything is created
+        if self.aws_only and settings.backend != "aws":
+            self.log.info("no file system on the %s backend: the jobs read the lake's files", settings.backend)
+            return None
         ti = context["ti"]
         api = backend.fsx(settings)
         alive = [fs for fs in file_systems_of_run(api, settings, ti) if fs["Lifecycle"] not in UNUSABLE]
@@ -183,7 +191,8 @@ class FsxCreateOperator(BaseOperator):
     def _result(self, api: Any, file_system_id: str) -> dict[str, Any]:
         mount = api.mount_path(file_system_id)
         links = {folder: f"{mount}{path}/" for path, folder, imported in self._links() if imported}
-        result = {"file_system_id": file_system_id, "mount": mount, "output": f"{mount}/output", "links": links}
+        result = {"file_system_id": file_system_id, "mount": mount,
+                  "output": f"{mount}/output" if self.output_folder else None, "links": links}
         self.log.info("file system ready: %s", result)
         return result
 
