@@ -92,11 +92,9 @@ def gwas_from_germline(project: str, version: str) -> int:
     cohort = layout.cohort_vcf(lake, version, project)
     folder = cohort.rsplit("/", 1)[0] + "/"
     if not {"cohort.vcf.gz", "cohort.vcf.gz.tbi"} <= set(lake_io.list_files(settings, folder)):
-        # Until the germline DAG calls the cohort jointly, a stand-in does it here, and says so.
-        print(f"    STAND-IN: germline wrote no cohort VCF at {cohort}; calling its BAMs jointly with bcftools here")
-        _, called = synthetic_gwas.stand_in_cohort_vcf(lake, project, "synthetic-v1", version)
-        print(f"    {len(called)} of {len(truth['samples'])} samples complete in germline, called jointly")
-    print(f"    cohort VCF: {cohort}")
+        print(f"    germline wrote no joint-called cohort VCF at {cohort}")
+        return 1
+    print(f"    cohort VCF, called jointly by the germline run: {cohort}")
     # plink2: regenie's whole-genome model is not meant for a cohort of 24 samples and 20 sites
     if not run_dag("regenie_gwas", {"project": project, "pipeline_version": version, "germline_version": version,
                                     "engine": "plink2", "variants_per_job": 100}):

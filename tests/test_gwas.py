@@ -586,9 +586,9 @@ def test_germline_then_regenie_gwas_on_its_cohort_ranks_the_planted_variant_firs
     _, called = backend.query_engine(local).fetch(
         "SELECT count(DISTINCT sample_id) FROM variant_calls WHERE project = 'chain'")
     assert called == [(len(truth["samples"]),)], "germline published every sample (none excluded by its QC gate)"
-    # STAND-IN until the germline DAG writes the joint-called cohort itself (issue 23 item 3): drop this line
-    # once it does, and the test then runs on the germline DAG's own cohort.
-    synthetic_gwas.stand_in_cohort_vcf(local.lake_root, "chain", "synthetic-v1", "1.0")
+    _, cohort = backend.query_engine(local).fetch(
+        "SELECT count(*) FROM cohort_variants WHERE project = 'chain' AND pipeline_version = '1.0'")
+    assert cohort[0][0] > 0, "the germline run called its cohort jointly and published its sites"
 
     _run_regenie_gwas({"project": "chain", "germline_version": "1.0", "engine": "plink2", "variants_per_job": 100})
 

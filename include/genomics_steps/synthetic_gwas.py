@@ -182,41 +182,6 @@ def write_sequenced_cohort(lake: str, project: str, reference: str = "synthetic-
     return truth
 
 
-def stand_in_cohort_vcf(lake: str, project: str, reference: str, version: str) -> tuple[str, list[str]]:
-    """STAND-IN for the germline DAG's joint calling, where it does not write the cohort yet: ``bcftools
-    mpileup | bcftools call -m`` over the marked BAMs of the project's samples whose every germline step is
-    complete at ``version`` (excluded and failed samples are not), written where the cohort belongs
-    (``layout.cohort_vcf``, with its .tbi); file:// lakes only. Returns the cohort's URI and its samples."""
-    import subprocess
-    from pathlib import Path
-    from urllib.parse import unquote, urlparse
-
-    from genomics_steps.germline import STEPS
-
-    def path(uri: str) -> Path:
-        return Path(unquote(urlparse(uri).path))
-
-    results = path(layout.results_prefix(lake, "germline", version, project))
-    listing = [str(f.relative_to(results)) for f in results.rglob(layout.METRICS)] if results.is_dir() else []
-    samples = sorted(layout.completed_samples(listing, STEPS))
-    if not samples:
-        raise RuntimeError(f"no germline sample of {project} is complete at version {version}: no cohort to call")
-
-    bams = [str(path(layout.step_prefix(lake, "germline", version, project, s, "markdup")) / "sample.bam")
-            for s in samples]
-    genome = str(path(layout.index_prefix(lake, reference, "bwa")) / "genome.fa")
-    vcf = path(layout.cohort_vcf(lake, version, project))
-    vcf.parent.mkdir(parents=True, exist_ok=True)
-    mpileup = subprocess.Popen(["bcftools", "mpileup", "-f", genome, "-a", "AD,DP", "-Ou", *bams],
-                               stdout=subprocess.PIPE)
-    subprocess.run(["bcftools", "call", "-m", "-v", "-Oz", "-o", str(vcf)], stdin=mpileup.stdout, check=True)
-    mpileup.stdout.close()
-    if mpileup.wait():
-        raise RuntimeError(f"bcftools mpileup failed ({mpileup.returncode})")
-    subprocess.run(["bcftools", "index", "-t", "-f", str(vcf)], check=True)
-    return layout.cohort_vcf(lake, version, project), samples
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lake", required=True, help="lake root URI (file:// or s3://)")
