@@ -6,11 +6,16 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/references/<reference>/index/<tool>/               built indexes, metrics.json last
     <lake>/results/<pipeline>/<version>/project=<project>/sample=<sample>/<step>/
                                                               a step's outputs, metrics.json written last
+    <lake>/results/rnaseq/<version>/project=<project>/matrices/
+                                                              gene x sample matrices of every complete
+                                                              sample (TSV, Parquet), manifest.json last
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
     <lake>/ingest/<project>/samples/<GSM>.json                a GEO sample's SRA runs (geo_ingestion writes it)
     <lake>/reports/geo_ingestion/<project>/<GSE>/             a series' MultiQC report
+    <lake>/reports/<pipeline>/<version>/project=<project>/<run key>/
+                                                              a pipeline run's MultiQC report
 
 A step is complete when its metrics.json exists: it is written after every output, so its presence means
 all of them are there. A sample is complete for a pipeline version when all of its steps are.
@@ -54,6 +59,17 @@ def staging_prefix(lake: str, dataset: str, pipeline: str, scope: str, project: 
 
 def step_prefix(lake: str, pipeline: str, version: str, project: str, sample: str, step: str) -> str:
     return f"{results_prefix(lake, pipeline, version, project)}sample={sample}/{step}/"
+
+
+def matrices_prefix(lake: str, version: str, project: str) -> str:
+    """The rnaseq count matrices of a project and version. Two path parts below ``results_prefix``, so
+    ``completed_samples`` (three-part ``sample=*/<step>/metrics.json`` paths) never mistakes them for a sample."""
+    return f"{results_prefix(lake, 'rnaseq', version, project)}matrices/"
+
+
+def run_report_prefix(lake: str, pipeline: str, version: str, project: str, run_id: str) -> str:
+    """Where a pipeline run's MultiQC report goes (and the run's sample list for it, written by Airflow)."""
+    return f"{lake.rstrip('/')}/reports/{pipeline}/{version}/project={project}/{run_key(run_id)}/"
 
 
 def completed_samples(listing: list[str], steps: list[str]) -> set[str]:
