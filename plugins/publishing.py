@@ -67,6 +67,8 @@ TABLES: dict[str, TableSpec] = {
                   added=("container_reason", "job_definition", "reused_from")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
+        TableSpec("rnaseq_matrices", "quant/rnaseq_matrices", "rnaseq_matrices", unit_column="pipeline_version"),
+        TableSpec("run_reports", "runs/run_reports", "run_reports", unit_column="run_label", per_run=True),
     )
 }
 
