@@ -40,7 +40,7 @@ KINDS = {  # kind -> file name stem, as nf-core/rnaseq names its salmon matrices
 }
 FORMATS = ("tsv", "parquet")
 MANIFEST = "manifest.json"
-GENE_BLOCK = 4096
+GENE_BLOCK = 2048
 
 
 def files() -> list[str]:

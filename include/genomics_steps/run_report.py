@@ -117,15 +117,14 @@ def multiqc(args) -> None:
     _custom(inputs / "outcome_mqc.json", "run_outcome", "Outcome", "", {s: {"outcome": r["outcome"]}
                                                                           for s, r in table.items()},
             plot_type="generalstats")
-    # fastp's report names a sample after its first reads file (<sample>_R1.fastq.gz): one name per sample
-    renames = step.work / "names.tsv"
-    renames.write_text("".join(f"{sample}_R1\t{sample}\n" for sample in samples))
+    config = step.work / "multiqc_config.json"  # MultiQC reads YAML, of which JSON is a part
+    config.write_text(json.dumps(_names_config(samples)))
     failed = sorted(s for s, r in table.items() if r["outcome"] == "failed")
     excluded = sorted(s for s, r in table.items() if r["outcome"] == "excluded")
     step.run(["multiqc", str(inputs), "--outdir", str(step.work / "out-mqc"), "--filename", REPORT, "--title",
               f"{pipeline} {version}: {project}", "--comment",
               f"Run {run_id}: {len(samples)} samples, {len(failed)} failed {failed[:20]}, "
-              f"{len(excluded)} excluded {excluded[:20]}", "--replace-names", str(renames), "--no-data-dir", "--force"])
+              f"{len(excluded)} excluded {excluded[:20]}", "--config", str(config), "--no-data-dir", "--force"])
     (step.work / "out-mqc" / REPORT).replace(step.out(REPORT))
     step.finish(samples=len(samples), failed=failed, excluded=excluded)
     run = layout.run_key(run_id)
@@ -133,6 +132,19 @@ def multiqc(args) -> None:
               ("\t".join(RUN_REPORT_COLUMNS) + "\n" + "\t".join(
                   [" ".join(run_id.split()), step.uri(REPORT), str(len(samples)), str(len(failed)),
                    str(len(excluded)), ",".join(failed), ",".join(excluded)]) + "\n").encode())
+
+
+def _names_config(samples: list[str]) -> dict:
+    """MultiQC settings that show each sample under its id in every section: no trimming of names (a sample id
+    may end like a file extension), bcftools stats named by their file (inside, every sample's VCF is
+    calls.vcf.gz), and the tools' names mapped back to the id, exactly: fastp names a sample after its first
+    reads file."""
+    renames = {}
+    for sample in samples:
+        renames[f"{sample}_R1.fastq.gz"] = sample
+        renames[f"{sample}.bcftools_stats.txt"] = sample
+    return {"fn_clean_sample_names": False, "use_filename_as_sample_name": ["bcftools/stats"],
+            "sample_names_replace": renames, "sample_names_replace_exact": True}
 
 
 def _reason(prefix: str, listing: dict[str, str], sample: str, step: str, outcome: str) -> str:
