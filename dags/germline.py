@@ -35,6 +35,7 @@ from genomics_steps.germline import STEPS
 from cohort_dag import cohort_tasks
 from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, sample_step, settle_and_publish
 from pipeline_plan import PipelineSpec
+from run_products import run_report
 
 SPEC = PipelineSpec(name="germline", steps=STEPS, reference_files=["genome.fa"], index_tool="bwa")
 REFERENCE = ["--reference", "{{ params.reference }}"]
@@ -65,9 +66,10 @@ def germline():
         sample_step("germline", "stats", ["stats"], after=call, vcpus=1, memory_mib=1024)
 
     samples = per_sample.expand(unit=units)
-    settled, _ = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
+    settled, verdict = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
     index >> samples >> settled
     cohort_tasks(settled)
+    run_report(SPEC, planned, settled, verdict)
 
 
 germline()

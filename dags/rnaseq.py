@@ -27,6 +27,7 @@ from airflow.sdk import dag, task_group
 from genomics_steps.rnaseq import STEPS
 from pipeline_dag import index_step, pipeline_dag_args, plan_and_index, sample_step, settle_and_publish
 from pipeline_plan import PipelineSpec
+from run_products import count_matrices, run_report
 
 SPEC = PipelineSpec(name="rnaseq", steps=STEPS, reference_files=["transcriptome.fa", "tx2gene.tsv"],
                     index_tool="salmon")
@@ -52,8 +53,10 @@ def rnaseq():
                     after=fastp, vcpus=2, memory_mib=2048)
 
     samples = per_sample.expand(unit=units)
-    settled, _ = settle_and_publish(SPEC, planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
+    settled, verdict = settle_and_publish(SPEC, planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
     index >> samples >> settled
+    run_report(SPEC, planned, settled, verdict)
+    count_matrices(SPEC, settled, verdict)
 
 
 rnaseq()

@@ -68,9 +68,13 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
                                                                   run_id=dag_run.run_id, project=project,
                                                                   step=step, rows=rows),
         )
+        from genomics_steps import layout
+
+        result["report"] = layout.run_report_prefix(settings.lake_root, spec.name, params["pipeline_version"],
+                                                    project, dag_run.run_id) + "multiqc_report.html"
         print(f"{spec.name}: {len(result['publish'])} sample(s) to publish; {len(result['failed'])} failed "
               f"{sorted(result['failed'])[:20]}; {len(result['excluded'])} excluded {sorted(result['excluded'])[:20]}"
-              f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}")
+              f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}; run report: {result['report']}")
         return result
 
     @task(trigger_rule="none_failed")

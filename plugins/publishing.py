@@ -75,6 +75,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
         # a germline cohort is replaced whole when rebuilt: its unit is the pipeline version, not a contig
         TableSpec("cohort_variants", "cohort/cohort_variants", "cohort_variants", unit_column="cohort"),
+        TableSpec("rnaseq_matrices", "quant/rnaseq_matrices", "rnaseq_matrices", unit_column="pipeline_version"),
+        TableSpec("run_reports", "runs/run_reports", "run_reports", unit_column="run_label", per_run=True),
     )
 }
 

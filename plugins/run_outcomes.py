@@ -105,7 +105,8 @@ def verdict(settled: dict[str, Any] | None) -> str:
         named = ", ".join(f"{s} (at {step})" for s, step in sorted(failed.items())[:50])
         lines.append(f"{len(failed)} sample(s) failed: {named}{' ...' if len(failed) > 50 else ''}; their "
                      "reasons and logs are in the sample_outcomes table")
+    report = f"; run report: {settled['report']}" if settled.get("report") else ""
     if lines:
-        raise AirflowFailException("\n".join(lines))
+        raise AirflowFailException("\n".join(lines) + report)
     note = f"; {len(excluded)} excluded by QC gates: {', '.join(sorted(excluded)[:50])}" if excluded else ""
-    return f"{len(settled['publish'])} sample(s) published{note}"
+    return f"{len(settled['publish'])} sample(s) published{note}{report}"

@@ -162,9 +162,10 @@ def dagbag():
 
 def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dagbag):
     expected = {
-        "rnaseq": (["fastp", "salmon_quant"], "salmon_index", ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"]),
-        "germline": (["bwa_mem", "markdup", "call", "stats"], "bwa_index",
-                     ["variant_calls", "qc_metrics", "job_runs", "cohort_variants"]),
+        "rnaseq": (["fastp", "salmon_quant"], "salmon_index", ["transcript_quant", "gene_quant", "qc_metrics", "job_runs",
+                                                               "run_reports", "rnaseq_matrices"]),
+        "germline": (["bwa_mem", "markdup", "call", "stats"], "bwa_index", ["variant_calls", "qc_metrics", "job_runs",
+                                                                          "cohort_variants", "run_reports"]),
     }
     for dag_id, (steps, index, tables) in expected.items():
         dag = dagbag.dags[dag_id]
@@ -179,6 +180,19 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
         for task in dag.tasks:
             if task.task_id.startswith("per_sample.") or task.task_id == index:
                 assert task.pool == "batch_submit"
+
+
+@pytest.mark.parametrize("dag_id, products", [("rnaseq", {"multiqc", "merge"}), ("germline", {"multiqc"})])
+def test_the_run_report_and_the_matrices_are_made_after_outcomes_and_published_before_the_verdict(dagbag, dag_id,
+                                                                                                  products):
+    dag = dagbag.dags[dag_id]
+    assert {t.task_id for t in dag.tasks if t.task_id in ("multiqc", "merge")} == products
+    for task_id in products:
+        assert "outcomes" in dag.get_task(task_id).get_flat_relative_ids(upstream=True)
+    published = {"multiqc": "publish_run_reports", "merge": "publish_rnaseq_matrices"}
+    for task_id in products:
+        assert task_id in dag.get_task(published[task_id]).upstream_task_ids
+        assert published[task_id] in dag.get_task("verdict").upstream_task_ids
 
 
 @pytest.mark.parametrize("dag_id", ["rnaseq", "germline"])
@@ -724,7 +738,7 @@ def test_a_sample_without_transversions_publishes_its_ts_tv_as_null(local):
 
 def test_the_step_package_needs_neither_airflow_nor_the_project_venv():
     """Job images carry python3, boto3 and this package only: no site-packages import at module load."""
-    code = "import genomics_steps.rnaseq, genomics_steps.germline, genomics_steps.synthetic"
+    code = "import genomics_steps.rnaseq, genomics_steps.germline, genomics_steps.run_report, genomics_steps.synthetic"
     out = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": str(ROOT / "include")},
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -752,7 +766,8 @@ def test_steps_stage_through_s3(aws):
 def test_job_images_install_the_package_lists_that_dev_installs_locally():
     dev = (ROOT / "dev").read_text()
     assert 'docker/*/packages.txt' in dev
-    tools = {"rnaseq": {"fastp", "salmon"}, "germline": {"bwa", "samtools", "bcftools", "tabix"},
+    tools = {"rnaseq": {"fastp", "salmon", "multiqc", "python3-numpy"},
+             "germline": {"bwa", "samtools", "bcftools", "tabix", "multiqc"},
              "ingest": {"sra-toolkit", "pigz", "fastp"}, "gwas": {"plink2"}}
     steps_image = (ROOT / "docker/steps/Dockerfile").read_text()
     assert "COPY docker/${PIPELINE}/packages.txt" in steps_image and "include/genomics_steps" in steps_image
@@ -846,7 +861,7 @@ def test_rnaseq_end_to_end_skip_and_force(local, dagbag):
 
     assert dag.test(run_conf=conf).state == "success"
     submitted = _jobs(local)
-    assert submitted == 1 + 2 * len(samples), "salmon index + fastp and salmon quant per sample"
+    assert submitted == 1 + 2 * len(samples) + 2, "salmon index + fastp and salmon quant per sample + merge, multiqc"
     _, rows = backend.query_engine(local).fetch("SELECT sample_id, transcript_id, tpm FROM transcript_quant")
     for sample in samples:
         rho = synthetic.quantification_spearman(lake, "e2e", sample, {t: v for s, t, v in rows if s == sample})
@@ -856,12 +871,12 @@ def test_rnaseq_end_to_end_skip_and_force(local, dagbag):
     assert genes == [(40, 1_000_000.0)]
 
     rerun = dag.test(run_conf=conf)
-    assert rerun.state == "success" and _jobs(local) == submitted, "same version: nothing submitted again"
+    assert rerun.state == "success" and _jobs(local) == submitted + 2, "same version: only the run's merge and report"
     states = {ti.task_id: ti.state for ti in rerun.get_task_instances()}
     assert states["publish_transcript_quant"] == "success" and states["publish_job_runs"] == "skipped"
 
     assert dag.test(run_conf={**conf, "force": True}).state == "success"
-    assert _jobs(local) == submitted + 2 * len(samples), "force: every sample again (the index is kept)"
+    assert _jobs(local) == submitted + 2 + 2 * len(samples) + 2, "force: every sample again (the index is kept)"
 
 
 @pytest.mark.e2e
@@ -879,6 +894,11 @@ def test_germline_end_to_end_as_array_jobs_recovers_the_planted_snvs(local, dagb
         assert synthetic.snv_recall(lake, "e2e", sample, called) >= 0.9
     _, qc = backend.query_engine(local).fetch("SELECT DISTINCT tool FROM qc_metrics ORDER BY 1")
     assert qc == [("bcftools",), ("gate",), ("samtools",)]
+    _, reports = backend.query_engine(local).fetch("SELECT uri, samples, failed, excluded FROM run_reports")
+    assert len(reports) == 1 and reports[0][1:] == (2, 0, 0)
+    html = Path(reports[0][0].removeprefix("file://")).read_text()
+    assert set(re.findall(r'data-original-sn="([^"]+)"', html)) == set(samples), "bcftools stats, samtools, outcomes"
+    assert "mqc-module-section-bcftools" in html and "samtools (markdup)" in html
     _, tstv = backend.query_engine(local).fetch(
         "SELECT sample_id, metric, value FROM qc_metrics WHERE tool = 'bcftools' AND metric IN "
         "('transitions', 'transversions', 'ts_tv')")
@@ -1134,3 +1154,94 @@ def test_on_aws_the_end_of_a_failed_jobs_log_comes_from_cloudwatch(aws):
                                                        "ERROR: igzip"]
     assert log_tail(aws.settings, "") == []
     assert "could not read the log" in log_tail(aws.settings, "no/such/stream")[0]
+
+
+# --- what a run hands over beside the tables: count matrices and a MultiQC report ------------------------
+def _quant_by_gene(lake: Path, sample: str) -> tuple[dict[str, float], float]:
+    """Independently of genomics_steps.matrices: a sample's TPM per gene (the sum over its transcripts in
+    salmon's quant.sf, by the reference's tx2gene) and its estimated read total."""
+    tx2gene = dict(line.split("\t") for line in (lake / "references/synthetic-v1/tx2gene.tsv").read_text().splitlines())
+    tpm: dict[str, float] = {}
+    reads = 0.0
+    quant = lake / f"results/rnaseq/1.0/project=e2e/sample={sample}/salmon_quant/quant.sf"
+    for line in quant.read_text().splitlines()[1:]:
+        name, _, _, value, num_reads = line.split("\t")
+        tpm[tx2gene[name]] = tpm.get(tx2gene[name], 0.0) + float(value)
+        reads += float(num_reads)
+    return tpm, reads
+
+
+def _matrix(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+    """(sample columns, gene -> values) of a matrix TSV, genes in file order."""
+    lines = path.read_text().splitlines()
+    columns = lines[0].split("\t")
+    assert columns[0] == "gene_id"
+    return columns[1:], {line.split("\t")[0]: [float(v) for v in line.split("\t")[1:]] for line in lines[1:]}
+
+
+def _check_matrices(lake: Path, samples: list[str]) -> None:
+    folder = lake / "results/rnaseq/1.0/project=e2e/matrices"
+    columns, tpm = _matrix(folder / "salmon.merged.gene_tpm.tsv")
+    _, counts = _matrix(folder / "salmon.merged.gene_counts_length_scaled.tsv")
+    _, lengths = _matrix(folder / "salmon.merged.gene_lengths.tsv")
+    assert columns == sorted(samples)
+    genes = sorted(set(line.split("\t")[1] for line in
+                       (lake / "references/synthetic-v1/tx2gene.tsv").read_text().splitlines()))
+    assert list(tpm) == list(counts) == list(lengths) == genes, "one row per gene, sorted by id"
+    for j, sample in enumerate(columns):
+        expected_tpm, reads = _quant_by_gene(lake, sample)
+        for gene in genes:
+            assert tpm[gene][j] == pytest.approx(expected_tpm.get(gene, 0.0), rel=1e-8, abs=1e-8)
+        assert sum(row[j] for row in tpm.values()) == pytest.approx(1e6, rel=1e-6)
+        assert sum(row[j] for row in counts.values()) == pytest.approx(reads, rel=1e-8), "each sample keeps its reads"
+        assert all(row[j] > 0 for row in lengths.values())
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder / "salmon.merged.gene_counts_length_scaled.parquet")
+    assert table.column_names == ["gene_id", *columns] and table.column("gene_id").to_pylist() == genes
+    for j, sample in enumerate(columns):
+        assert table.column(sample).to_pylist() == pytest.approx([counts[g][j] for g in genes], rel=1e-9)
+
+
+@pytest.mark.e2e
+def test_rnaseq_leaves_matrices_of_every_complete_sample_and_a_report_marking_excluded_samples(local, dagbag):
+    from hooks import backend
+
+    lake = Path(local.lake_root.removeprefix("file://"))
+    _synthetic(local, "rnaseq", ["R1", "R2", "R3"])
+    r1, r2, _ = synthetic.rnaseq_sample("synthetic-v1", "TINY", fragments=25)  # too few reads: excluded at fastp
+    (lake / "raw/e2e/TINY_R1.fastq.gz").write_bytes(r1)
+    (lake / "raw/e2e/TINY_R2.fastq.gz").write_bytes(r2)
+    dag = dagbag.dags["rnaseq"]
+    _no_retries(dag)
+    conf = {"project": "e2e", "reference": "synthetic-v1", "pipeline_version": "1.0"}
+    engine = backend.query_engine(local)
+
+    first = dag.test(run_conf={**conf, "samples": ["R1", "R2", "TINY"]})
+    assert first.state == "success", "an excluded sample does not fail the run"
+    _check_matrices(lake, ["R1", "R2"])
+    report = f"{local.lake_root}/reports/rnaseq/1.0/project=e2e/{layout.run_key(first.run_id)}/multiqc_report.html"
+    html = Path(report.removeprefix("file://")).read_text()
+    named = set(re.findall(r'data-original-sn="([^"]+)"', html))
+    assert named == {"R1", "R2", "TINY"}, "every sample of the run, under its own id in every section"
+    assert "Sample outcomes" in html and "excluded" in html
+    assert "the number of reads passing fastp's filters is" in html, "TINY's reason, from sample_outcomes"
+    _, reports = engine.fetch("SELECT uri, samples, failed, excluded, excluded_samples FROM run_reports")
+    assert reports == [(report, 3, 0, 1, "TINY")]
+    _, where = engine.fetch("SELECT kind, format, n_samples, samples FROM rnaseq_matrices ORDER BY kind, format")
+    assert [row[:2] for row in where] == [(k, f) for k in ("counts_length_scaled", "lengths", "tpm")
+                                          for f in ("parquet", "tsv")]
+    assert {row[2:] for row in where} == {(2, "R1,R2")}
+
+    second = dag.test(run_conf={**conf, "samples": ["R3"]})
+    assert second.state == "success"
+    _check_matrices(lake, ["R1", "R2", "R3"])  # a sample added: rebuilt over every complete sample
+    _, where = engine.fetch("SELECT DISTINCT n_samples, samples FROM rnaseq_matrices")
+    assert where == [(3, "R1,R2,R3")], "the table points at the current matrices only"
+
+    files = sorted((lake / "results/rnaseq/1.0/project=e2e/matrices").iterdir())
+    written = {path.name: path.stat().st_mtime_ns for path in files}
+    assert dag.test(run_conf={**conf, "samples": ["R3"]}).state == "success"
+    assert {path.name: path.stat().st_mtime_ns for path in files} == written, "unchanged inputs: nothing rewritten"
+    _, reports = engine.fetch("SELECT count(*) FROM run_reports")
+    assert reports == [(3,)], "one report per run"

@@ -231,3 +231,11 @@ def test_out_of_memory_stops_growing_at_the_ceiling(local):
                           per_sample_outcomes=True, retry_strategy={"attempts": 1})
     with pytest.raises(AirflowException, match="out of memory: it exceeded its memory_mib=256"):
         _complete(op, task_context(task_id="grow"))
+
+
+def test_the_verdict_names_the_runs_report_whether_the_run_passed_or_failed():
+    report = "file:///lake/reports/rnaseq/1.0/project=P/run-1234abcd/multiqc_report.html"
+    passed = {"failed": {}, "excluded": {"B": "fastp"}, "stopped": "", "publish": ["A"], "report": report}
+    assert verdict(passed).endswith(f"; run report: {report}")
+    with pytest.raises(AirflowFailException, match="run report: file:///lake/reports/rnaseq"):
+        verdict({**passed, "failed": {"C": "salmon_quant"}})

@@ -39,7 +39,8 @@ def test_rnaseq_through_real_airflow_skips_what_is_done_and_submits_the_rest_onc
 
     result = run_once(_args(), done_fraction=0.5, faults={})
     assert result["per_sample_tis"] == {"total": 12, "open": 0, "success": 12}, result  # 6 samples x 2 steps
-    assert result["submit_job"] == 12 and result["duplicate_job_names"] == 0
+    # 6 samples x 2 steps, and the run's merge (count matrices) and multiqc (its report)
+    assert result["submit_job"] == 12 + 2 and result["duplicate_job_names"] == 0
     assert result["work_items"] == {"SUCCEEDED": 12}
     # events, not polling: DescribeJobs is only the safety net for a job silent past the (compressed, 30 s)
     # reconcile interval, which a loaded machine can reach for a few jobs
@@ -81,7 +82,7 @@ def test_a_bad_sample_fails_at_fastp_and_the_other_eleven_complete(one_bad_sampl
 def test_no_sample_that_succeeded_is_submitted_again(one_bad_sample):
     result = one_bad_sample
     assert result["sample_reruns"] == 0, result
-    assert result["jobs_per_step"] == {"fastp": 1, "salmon_quant": 1}, result
+    assert result["jobs_per_step"] == {"fastp": 1, "salmon_quant": 1, "merge": 1, "multiqc": 1}, result
 
 
 def test_the_run_fails_only_at_its_verdict_which_names_the_bad_sample(one_bad_sample):

@@ -9,6 +9,9 @@ module, so "is this sample done?" is answered from the same paths the steps writ
     <lake>/results/germline/<version>/project=<project>/cohort/cohort.vcf.gz, .tbi, manifest.json
                                                               the joint-called cohort (manifest written last);
                                                               plans/<key>.json, parts/<key>/<region>/ beside it
+    <lake>/results/rnaseq/<version>/project=<project>/matrices/
+                                                              gene x sample matrices of every complete
+                                                              sample (TSV, Parquet), manifest.json last
     <lake>/raw/<project>/gwas/cohort.bed|.bim|.fam, phenotypes.tsv, covariates.tsv   GWAS inputs (default)
     <lake>/results/regenie_gwas/<version>/project=<project>/  GWAS results, exported from the run's FSx
     <lake>/manifests/<dag>/<run key>/                         what Airflow reads back from jobs (chunk plans)
@@ -16,6 +19,8 @@ module, so "is this sample done?" is answered from the same paths the steps writ
                                                               writes it, the first step reads it)
     <lake>/ingest/<project>/samples/<GSM>.json                a GEO sample's SRA runs (geo_ingestion writes it)
     <lake>/reports/geo_ingestion/<project>/<GSE>/             a series' MultiQC report
+    <lake>/reports/<pipeline>/<version>/project=<project>/<run key>/
+                                                              a pipeline run's MultiQC report
 
 A step is complete when its metrics.json exists: it is written after every output, so its presence means
 all of them are there. A sample is complete for a pipeline version when all of its steps are.
@@ -76,6 +81,17 @@ def cohort_vcf(lake: str, version: str, project: str) -> str:
 def cohort_plan_uri(lake: str, version: str, project: str, key: str) -> str:
     """A cohort's plan (samples and regions) named by its key, which its region jobs and merge read."""
     return f"{cohort_prefix(lake, version, project)}plans/{key}.json"
+
+
+def matrices_prefix(lake: str, version: str, project: str) -> str:
+    """The rnaseq count matrices of a project and version. Two path parts below ``results_prefix``, so
+    ``completed_samples`` (three-part ``sample=*/<step>/metrics.json`` paths) never mistakes them for a sample."""
+    return f"{results_prefix(lake, 'rnaseq', version, project)}matrices/"
+
+
+def run_report_prefix(lake: str, pipeline: str, version: str, project: str, run_id: str) -> str:
+    """Where a pipeline run's MultiQC report goes (and the run's sample list for it, written by Airflow)."""
+    return f"{lake.rstrip('/')}/reports/{pipeline}/{version}/project={project}/{run_key(run_id)}/"
 
 
 def completed_samples(listing: list[str], steps: list[str]) -> set[str]:

@@ -5,6 +5,7 @@
         [--force true] [--min-reads N] [--min-q30-rate F]
     python -m genomics_steps.rnaseq salmon-quant --pipeline-version V --reference R [--reads-manifest URI]
         [--force true] [--min-mapping-rate F]
+    python -m genomics_steps.rnaseq merge --pipeline-version V --reference R [--force true]
 
 Project, sample and lake come from the job's environment (GENOMICS_*), as on Batch. The reads manifest says
 whether the sample is single- or paired-end, which files (lanes) it has and, for salmon, its strandedness
@@ -14,17 +15,24 @@ as such and quantified with ``salmon quant -r``.
 QC gates (gates.py): after fastp, fewer reads passing its filters than --min-reads, or a Q30 rate of the
 reads as sequenced below --min-q30-rate, excludes the sample; after salmon, a mapping rate below
 --min-mapping-rate flags it (it is still published).
+
+``merge`` runs once per pipeline run, after the per-sample steps: it writes the project's gene x sample
+matrices of every sample complete for the version (matrices.py), or nothing when the samples and their
+inputs are those its manifest already records.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tarfile
+from datetime import datetime, timezone
 
-from genomics_steps import gates, layout
+from genomics_steps import gates, layout, matrices
+from genomics_steps.runtime import delete_uri, exists_uri, list_uri, read_uri, upload, write_uri
 from genomics_steps.step import (Step, StepFailed, begin, gate_args, index_step_args, main_of, sample_step_args,
-                                 threads)
+                                 threads, truthy)
 
 PIPELINE = "rnaseq"
 STEPS = ["fastp", "salmon_quant"]  # a sample is done when both are complete
@@ -133,11 +141,55 @@ def salmon_quant(args) -> None:
     step.finish(**qc, library_type=meta.get("library_types"))
 
 
+def merge(args) -> None:
+    """The project's matrices for this version, over every complete sample (one listing of the results)."""
+    lake, project, version = os.environ["GENOMICS_LAKE_URI"], os.environ["GENOMICS_PROJECT"], args.pipeline_version
+    listing = list_uri(layout.results_prefix(lake, PIPELINE, version, project))
+    samples = sorted(layout.completed_samples(list(listing), STEPS))
+    if not samples:
+        raise StepFailed(f"no sample of project {project} is complete for rnaseq {version}: no matrix to build")
+    tx2gene_text = read_uri(layout.reference_prefix(lake, args.reference) + "tx2gene.tsv")
+    digest = matrices.inputs_digest(samples, listing, tx2gene_text)
+    step = Step("merge", output_prefix=layout.matrices_prefix(lake, version, project), outputs=matrices.files(),
+                tools=[], force=truthy(args.force), pipeline=PIPELINE, pipeline_version=version)
+    manifest_uri = step.uri(matrices.MANIFEST)
+    manifest = matrices.manifest_of(read_uri(manifest_uri) if exists_uri(manifest_uri) else None)
+    if (not step.force and manifest and manifest.get("inputs") == digest
+            and all(exists_uri(step.uri(f)) for f in step.outputs)):
+        print(f"merge: the matrices under {step.prefix} hold these {len(samples)} samples and inputs; "
+              "nothing to rewrite", flush=True)
+    else:
+        delete_uri(manifest_uri)  # while the files are rewritten, no manifest vouches for them
+        tx2gene = matrices.parse_tx2gene(tx2gene_text.decode())
+        quant = lambda s: read_uri(layout.step_prefix(lake, PIPELINE, version, project, s, "salmon_quant")
+                                   + "quant.sf").decode()
+        try:
+            summary = matrices.summarize(samples, quant, tx2gene, step.work)
+        except ValueError as exc:
+            raise StepFailed(str(exc)) from None
+        for name, path in matrices.write(summary, step.out_dir).items():
+            upload(path, step.uri(name))
+        manifest = matrices.manifest_document(
+            samples, digest, {f: step.uri(f) for f in step.outputs},
+            datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), len(summary.genes))
+        write_uri(manifest_uri, json.dumps(manifest, indent=2).encode())  # last: vouches for the files
+        print(f"merge: wrote {len(summary.genes)} genes x {len(samples)} samples under {step.prefix}", flush=True)
+    step.stage_rows("rnaseq_matrices", ["kind", "format", "uri", "n_samples", "samples", "inputs", "built_at"],
+                    matrices.published_rows(manifest), "matrices.tsv", unit=("pipeline_version", version))
+    step.cleanup()
+
+
+def _merge_args(parser) -> None:
+    index_step_args(parser)
+    parser.add_argument("--pipeline-version", required=True)
+
+
 COMMANDS = {
     "salmon-index": (index_step_args, salmon_index),
     "fastp": (lambda p: (sample_step_args(p, reads=True), gate_args(p, "reads", "q30_rate")), fastp),
     "salmon-quant": (lambda p: (sample_step_args(p, reference=True, manifest=True), gate_args(p, "mapping_rate")),
                      salmon_quant),
+    "merge": (_merge_args, merge),
 }
 
 if __name__ == "__main__":

@@ -102,6 +102,39 @@ def upload(path: Path, uri: str) -> None:
         raise ValueError(f"unsupported URI {uri!r}")
 
 
+def list_uri(prefix: str) -> dict[str, str]:
+    """Every file under ``prefix``, as {path relative to it: a fingerprint that changes when the file is
+    rewritten} (S3: the ETag; file://: size and modification time), from one paginated listing."""
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    parsed = urlparse(check_uri("URI", prefix))
+    found: dict[str, str] = {}
+    if parsed.scheme == "file":
+        root = Path(unquote(parsed.path))
+        for path in root.rglob("*") if root.is_dir() else ():
+            if path.is_file() and not path.name.startswith("."):
+                stat = path.stat()
+                found[path.relative_to(root).as_posix()] = f"{stat.st_size}-{stat.st_mtime_ns}"
+    elif parsed.scheme == "s3":
+        key_prefix = parsed.path.lstrip("/")
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=key_prefix):
+            for obj in page.get("Contents", []):
+                found[obj["Key"][len(key_prefix):]] = obj["ETag"].strip('"')
+    else:
+        raise ValueError(f"unsupported URI {prefix!r}")
+    return found
+
+
+def delete_uri(uri: str) -> None:
+    """Delete one file if it exists."""
+    parsed = urlparse(check_uri("URI", uri))
+    if parsed.scheme == "file":
+        Path(unquote(parsed.path)).unlink(missing_ok=True)
+    elif parsed.scheme == "s3":
+        _s3().delete_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+    else:
+        raise ValueError(f"unsupported URI {uri!r}")
+
+
 def argument_problems(args: Any, environ: dict[str, str] | None = None) -> list[str]:
     """What is wrong with a step's parsed arguments and its GENOMICS_* environment (empty: nothing)."""
     env = os.environ if environ is None else environ
