@@ -116,3 +116,163 @@ def test_impossible_facts_are_refused_by_name():
         allocate([Job("j", "S1", "x", 1, 1, (Attempt(10, 5, "i-m5xl"),))], ["S1"], INSTANCES, price_of)
     with pytest.raises(CostError, match="'local' has no capacity"):
         Instance("local", LOCAL, LOCAL, 0, 1024)
+
+
+# --- what a job ran on: the real events' container instance, resolved on moto (ECS, EC2), batched and cached ---
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def test_the_ecs_cluster_of_a_real_events_container_instance_is_read_from_its_arn():
+    import json
+
+    from batch_model import JobState
+    from hooks.instances import cluster_of
+
+    event = json.loads((SHARED / "real-data" / "batch-events" / "04_array_child_succeeded.json").read_text())
+    state = JobState.from_detail(event["detail"])
+    [fact] = state.attempt_facts
+    assert (fact["started_at"], fact["stopped_at"]) == (1655521805856, 1655543406856)
+    assert cluster_of(fact["instance"]) == \
+        "AWSBatch-core_arm64_model_run_best_fit_20220420105141263200000008-f8d10bee-1f43-325d-b37c-9f4728eb7f8c"
+    old_format = "arn:aws:ecs:us-west-2:123456789012:container-instance/yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyy"
+    assert cluster_of(old_format) is None, "an ARN without its cluster cannot be looked up; it stays unknown"
+
+
+def _container_instances(count: int) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """``count`` EC2 instances (half Spot c5.2xlarge, half on-demand m5.xlarge) registered in a Batch compute
+    environment's ECS cluster; returns their container instance ARNs and, per ARN, the instance type and
+    purchase option EC2 knows them by."""
+    import json
+
+    import boto3
+
+    from tests.conftest import REGION
+
+    ec2, ecs = boto3.client("ec2", region_name=REGION), boto3.client("ecs", region_name=REGION)
+    cluster = "AWSBatch-genomics-spot-ce-0123abcd-aaaa-bbbb-cccc-0123456789ab"
+    ecs.create_cluster(clusterName=cluster)
+    arns, truth = [], {}
+    spot_count = (count + 1) // 2
+    for kind, n, extra in (("c5.2xlarge", spot_count, {"InstanceMarketOptions": {"MarketType": "spot"}}),
+                           ("m5.xlarge", count - spot_count, {})):
+        if not n:
+            continue
+        for inst in ec2.run_instances(ImageId="ami-0123456789abcdef0", InstanceType=kind, MinCount=n, MaxCount=n,
+                                      Placement={"AvailabilityZone": f"{REGION}b"}, **extra)["Instances"]:
+            ci = ecs.register_container_instance(
+                cluster=cluster, instanceIdentityDocument=json.dumps({"instanceId": inst["InstanceId"]}))
+            arns.append(ci["containerInstance"]["containerInstanceArn"])
+            truth[arns[-1]] = (kind, SPOT if extra else ON_DEMAND)
+    return arns, truth
+
+
+def test_container_instances_resolve_to_type_purchase_option_zone_and_capacity(aws):
+    from hooks import backend
+    from hooks.aws_clients import aws_client
+    from hooks.instances import InstanceLookup
+    from tests.conftest import REGION
+
+    arns, truth = _container_instances(4)
+    lookup = InstanceLookup(aws_client(aws.settings, "ecs"), aws_client(aws.settings, "ec2"),
+                            backend.job_state_store(aws.settings))
+    found = lookup.resolve(arns)
+    assert {a: (i.instance_type, i.purchase_option) for a, i in found.items()} == truth
+    assert {i.zone for i in found.values()} == {f"{REGION}b"}
+    assert {(i.instance_type, i.vcpus, i.memory_mib) for i in found.values()} == {
+        ("c5.2xlarge", 8, 16384), ("m5.xlarge", 4, 16384)}
+
+
+def test_instance_lookups_are_batched_by_the_hundred_and_never_repeated_for_a_known_instance(aws):
+    from hooks import backend
+    from hooks.aws_clients import aws_client
+    from hooks.instances import InstanceLookup
+
+    arns, _ = _container_instances(150)
+    store = backend.job_state_store(aws.settings)
+    first = InstanceLookup(aws_client(aws.settings, "ecs"), aws_client(aws.settings, "ec2"), store)
+    assert len(first.resolve(arns)) == 150
+    assert first.calls == {"ecs:DescribeContainerInstances": 2, "ec2:DescribeInstances": 2,
+                           "ec2:DescribeInstanceTypes": 1}
+    # another worker, later jobs on the same instances: the job-state store answers, AWS is not asked
+    again = InstanceLookup(aws_client(aws.settings, "ecs"), aws_client(aws.settings, "ec2"), store)
+    assert len(again.resolve(arns[:10] + arns[140:])) == 20 and again.calls == {}
+
+
+def test_a_job_that_ended_on_aws_stages_its_instance_type_and_attempts_for_the_runs_costs(aws):
+    import json
+
+    from hooks.lake import list_files, read_head
+    from run_costs import ATTEMPTS_DATASET, last_instance_type, resolve_instances, stage_job_attempts
+
+    arns, truth = _container_instances(2)
+    row = {"job_id": "job-1", "sample": "S1", "attempt_facts": [
+        {"instance": arns[0], "started_at": 0, "stopped_at": H // 2, "reason": "Host EC2 (instance i-1) terminated."},
+        {"instance": arns[1], "started_at": H, "stopped_at": 2 * H, "reason": "Essential container in task exited"}]}
+    instances = resolve_instances(aws.settings, row["attempt_facts"])
+    assert last_instance_type(aws.settings, row, instances) == truth[arns[1]][0]
+    stage_job_attempts(aws.settings, pipeline="rnaseq", run_id="manual__1", project="P", step="fastp", vcpus=2,
+                       memory_mib=4096, job_rows=[row], instances=instances)
+    prefix = f"{aws.settings.lake_root}/staging/{ATTEMPTS_DATASET}/"
+    [path] = list_files(aws.settings, prefix)
+    doc = json.loads(read_head(aws.settings, prefix + path))
+    assert [a["instance"] for a in doc["attempts"]] == arns and set(doc["instances"]) == set(arns)
+
+
+# --- prices: the Price List API (a double: moto has none), the Spot price history (moto), the day cache ---------
+def _book(settings, **kwargs):
+    from hooks.prices import PriceBook
+    from tests.doubles.price_list import PriceListDouble
+
+    pricing = PriceListDouble({("m5.xlarge", "eu-west-1"): 0.214, ("c5.2xlarge", "eu-west-1"): 0.384})
+    return PriceBook(settings, pricing=pricing, **kwargs), pricing
+
+
+def test_on_demand_price_comes_from_the_one_linux_shared_product_of_the_price_list(aws):
+    book, pricing = _book(aws.settings)
+    assert book.hourly(Instance("m5.xlarge", ON_DEMAND, "eu-west-1a", 4, 16384), 0) == pytest.approx(0.214)
+    [call] = pricing.calls
+    assert {f["Field"]: f["Value"] for f in call["Filters"]} == {
+        "instanceType": "m5.xlarge", "regionCode": "eu-west-1", "operatingSystem": "Linux", "tenancy": "Shared",
+        "preInstalledSw": "NA", "capacitystatus": "Used"}
+
+
+def test_prices_are_cached_in_the_lake_per_day_and_asked_once(aws):
+    m5 = Instance("m5.xlarge", ON_DEMAND, "eu-west-1a", 4, 16384)
+    spot = Instance("c5.2xlarge", SPOT, "eu-west-1b", 8, 16384)
+    book, _ = _book(aws.settings)
+    for start in (0, H, 5 * H):  # one UTC day
+        assert book.hourly(m5, start) == pytest.approx(0.214)
+        assert book.hourly(spot, start) > 0
+    assert book.calls == {"pricing:GetProducts": 1, "ec2:DescribeSpotPriceHistory": 1}
+    book.save()
+    later, pricing = _book(aws.settings)  # another run the same day
+    assert later.hourly(m5, 2 * H) == pytest.approx(0.214) and later.hourly(spot, 3 * H) == book.hourly(spot, 0)
+    assert later.calls == {} and pricing.calls == []
+    later.hourly(m5, 30 * H)
+    assert later.calls == {"pricing:GetProducts": 1}, "the next day is asked again"
+
+
+def test_the_offline_price_file_prices_without_any_call_and_spot_falls_back_to_on_demand(aws):
+    from dataclasses import replace
+
+    from hooks.prices import offline_prices
+
+    book, pricing = _book(replace(aws.settings, price_source="offline"))
+    listed = offline_prices()
+    assert listed["as_of"] and listed["note"]
+    assert book.hourly(Instance("m5.xlarge", ON_DEMAND, "eu-west-1a", 4, 16384), 0) == listed[
+        "on_demand_per_hour"]["m5.xlarge"]
+    assert book.hourly(Instance("c5.2xlarge", SPOT, "eu-west-1b", 8, 16384), 0) == listed[
+        "on_demand_per_hour"]["c5.2xlarge"]
+    assert book.hourly(Instance("x9.huge", ON_DEMAND, "eu-west-1a", 4, 16384), 0) is None
+    assert book.calls == {} and pricing.calls == []
+
+
+def test_the_local_backends_machine_is_priced_by_its_setting(local):
+    from dataclasses import replace
+
+    from hooks.instances import local_instance
+    from hooks.prices import PriceBook
+
+    assert PriceBook(local).hourly(local_instance(), 0) == 0, "default: the machine is already paid for"
+    assert PriceBook(replace(local, local_price_per_hour=0.25)).hourly(local_instance(2, 4096), 0) == 0.25
