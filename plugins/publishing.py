@@ -67,6 +67,7 @@ TABLES: dict[str, TableSpec] = {
                   added=("container_reason", "job_definition", "reused_from")),
         TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
+        TableSpec("sample_costs", "runs/sample_costs", "sample_costs", per_run=True),
     )
 }
 

@@ -276,3 +276,58 @@ def test_the_local_backends_machine_is_priced_by_its_setting(local):
 
     assert PriceBook(local).hourly(local_instance(), 0) == 0, "default: the machine is already paid for"
     assert PriceBook(replace(local, local_price_per_hour=0.25)).hourly(local_instance(2, 4096), 0) == 0.25
+
+
+
+def test_sample_costs_are_staged_with_the_columns_the_staging_table_declares():
+    import re
+    from pathlib import Path
+
+    import run_costs
+
+    sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / "sample_costs.sql").read_text()
+    block = sql.split("{% block columns %}", 1)[1].split("{% endblock %}", 1)[0]
+    assert tuple(re.findall(r"^\s*([a-z_]+)\s+\w+,?\s*$", block, flags=re.M)) == run_costs.COLUMNS
+
+# --- end to end: a real rnaseq run on the local backend publishes sample_costs -----------------------------
+@pytest.fixture(scope="module")
+def dagbag():
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
+
+
+@pytest.mark.e2e
+def test_a_pipeline_run_publishes_each_samples_cost_per_step_from_its_jobs_run_times(local, dagbag, monkeypatch,
+                                                                                      capfd):
+    from genomics_steps import synthetic
+
+    from hooks import backend
+    from tests.conftest import use_settings
+
+    settings = use_settings(monkeypatch, local, local_price_per_hour=0.5, local_vcpus=2, local_memory_mib=8192)
+    samples = ["C1", "C2"]
+    synthetic.write_reference(settings.lake_root, "synthetic-v1")
+    for sample in samples:
+        synthetic.write_sample(settings.lake_root, "e2e", "synthetic-v1", sample, "rnaseq")
+    run = dagbag.dags["rnaseq"].test(run_conf={"project": "e2e", "samples": samples, "reference": "synthetic-v1"})
+    assert run.state == "success"
+
+    engine = backend.query_engine(settings)
+    _, jobs = engine.fetch("SELECT sample_id, step, vcpus, memory_mib, runtime_seconds FROM job_runs")
+    share = {step: max(vcpus / 2, memory / 8192) for _, step, vcpus, memory, _ in jobs}
+    expected = {(s, step): 0.5 * share[step] * seconds / 3600 for s, step, _, _, seconds in jobs if s in samples}
+    assert {step for _, step in expected} == {"fastp", "salmon_quant"}
+    _, costs = engine.fetch("SELECT sample_id, step, cost_usd, instance_type, purchase_option, attempts, priced "
+                            "FROM sample_costs")
+    got = {(s, step): cost for s, step, cost, *_ in costs}
+    assert {s for s, _ in got} == set(samples)
+    for key, dollars in expected.items():
+        assert got[key] == pytest.approx(dollars, abs=1e-6), key
+    index = {k: v for k, v in got.items() if k[1] == "salmon_index"}
+    assert len(index) == 2 and len(set(index.values())) == 1 and min(index.values()) > 0, \
+        "the index build is shared by the run's 2 samples"
+    assert all(row[3:] == ("local", "local", 1, True) for row in costs)
+    assert "estimated cost $" in capfd.readouterr().out
