@@ -116,14 +116,19 @@ def read_jobs(settings: PlatformSettings, pipeline: str, run_id: str, project: s
 
 
 def stage_run_costs(settings: PlatformSettings, *, pipeline: str, run_id: str, project: str, units: list[str],
-                    file_systems: Iterable[FileSystem] = (), price_book: Any = None) -> dict[str, Any]:
-    """Allocate the run's cost to ``units`` (its samples, or its traits) and stage the sample_costs rows.
-    Returns the run's total, each unit's cost, the units staged and whether every attempt was priced."""
+                    fsx_of_dag: str | None = None, price_book: Any = None) -> dict[str, Any]:
+    """Allocate the run's cost to ``units`` (its samples, or its traits) and stage the sample_costs rows; with
+    ``fsx_of_dag`` (the run's DAG id), its FSx file systems too. Returns the run's total, each unit's cost, the
+    units staged and whether every attempt was priced."""
+    import time
+
     from hooks.lake import write_text
     from hooks.prices import PriceBook
 
     jobs, instances = read_jobs(settings, pipeline, run_id, project)
     book = price_book or PriceBook(settings)
+    file_systems = (run_file_systems(settings, fsx_of_dag, run_id, book, int(time.time() * 1000))
+                    if fsx_of_dag else [])
     rows = allocate(jobs, list(units), instances,
                     lambda instance, attempt: book.hourly(instance, attempt.started_ms or 0), file_systems)
     book.save()
@@ -144,6 +149,32 @@ def stage_run_costs(settings: PlatformSettings, *, pipeline: str, run_id: str, p
     costs = per_unit(rows)
     return {"total_usd": round(sum(costs.values()), 6), "per_unit": {u: round(c, 6) for u, c in costs.items()},
             "units": sorted(by_unit), "priced": all(r.priced for r in rows), "price_calls": dict(book.calls)}
+
+
+def run_file_systems(settings: PlatformSettings, dag_id: str, run_id: str, book: Any, now_ms: int
+                     ) -> list[FileSystem]:
+    """The run's FSx file systems (found by the tags every FsxCreateOperator puts on them, whatever the
+    pipeline) priced from their deployment type and throughput, existing from their creation until ``now_ms``
+    (the costs task runs before the teardown deletes them; the minutes until deletion are not counted). The
+    local backend's stand-in file systems are directories and cost nothing."""
+    from types import SimpleNamespace
+
+    from hooks import backend
+    from operators.fsx import file_systems_of_run
+
+    if settings.backend == "local":
+        return []  # the local stand-in is a directory on this machine: it costs nothing more
+    out = []
+    for fs in file_systems_of_run(backend.fsx(settings), settings, SimpleNamespace(dag_id=dag_id, run_id=run_id)):
+        lustre = fs.get("LustreConfiguration") or {}
+        kind = lustre.get("DeploymentType") or "SCRATCH_2"
+        price = book.fsx_per_gib_month(kind, lustre.get("PerUnitStorageThroughput"))
+        if price is None:
+            log.warning("no price for FSx for Lustre %s: file system %s is not counted", kind, fs["FileSystemId"])
+            continue
+        created = int(fs["CreationTime"].timestamp() * 1000)
+        out.append(FileSystem(fs["FileSystemId"], float(fs["StorageCapacity"]), price, created, max(created, now_ms)))
+    return out
 
 
 def summary_line(pipeline: str, costed: dict[str, Any] | None) -> str:

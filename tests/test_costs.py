@@ -289,6 +289,106 @@ def test_sample_costs_are_staged_with_the_columns_the_staging_table_declares():
     block = sql.split("{% block columns %}", 1)[1].split("{% endblock %}", 1)[0]
     assert tuple(re.findall(r"^\s*([a-z_]+)\s+\w+,?\s*$", block, flags=re.M)) == run_costs.COLUMNS
 
+
+# --- the bill: CUR 2.0 split cost allocation data, queried on the local engine -----------------------------
+RUN = "manual__2026-11-30T08:00:00+00:00"
+
+
+def _publish_sample_costs(settings) -> None:
+    """A run of two samples and a shared index on the local machine at $0.50 an hour (2 vCPUs, 8 GiB), costed
+    and published as the run's tasks do: fastp (1 vCPU, 2 GiB: half the machine) costs $0.25 per sample, the
+    index (2 vCPUs for an hour: all of it) $0.50, split."""
+    from operators.publish import PublishTableOperator
+    from run_costs import resolve_instances, stage_job_attempts, stage_run_costs
+    from dataclasses import replace
+
+    from tests.conftest import task_context
+
+    settings = replace(settings, local_price_per_hour=0.5, local_vcpus=2, local_memory_mib=8192)
+    instances = resolve_instances(settings, [])
+    for step, unit, vcpus in (("fastp", "S1", 1), ("fastp", "S2", 1), ("salmon_index", "salmon_index", 2)):
+        row = {"job_id": f"{step}-{unit}", "sample": unit,
+               "attempt_facts": [{"instance": "", "started_at": 0, "stopped_at": H, "reason": ""}]}
+        stage_job_attempts(settings, pipeline="rnaseq", run_id=RUN, project="P1", step=step, vcpus=vcpus,
+                           memory_mib=2048, job_rows=[row], instances=instances)
+    costed = stage_run_costs(settings, pipeline="rnaseq", run_id=RUN, project="P1", units=["S1", "S2"])
+    assert costed["total_usd"] == pytest.approx(1.0) and costed["units"] == ["S1", "S2"]
+    PublishTableOperator(task_id="publish_sample_costs", table="sample_costs", project="P1", pipeline="rnaseq",
+                         pipeline_version="1.0", units=costed["units"]).execute(task_context(dag_id="rnaseq",
+                                                                                             run_id=RUN))
+
+
+def _cur_export(settings, path) -> None:
+    """A small CUR 2.0 export: this run's ECS tasks (two usage lines each, vCPU and memory, with split costs),
+    its FSx file system, and what must not count: the EC2 instance's own line, another run's task, tax."""
+    import duckdb
+
+    from batch_model import tag_value
+
+    lines = [  # run, product, line type, resource, parent instance, split, unused, unblended, step, sample
+        (RUN, "AmazonECS", "Usage", "task/a1", "i-1", 0.20, 0.03, None, "fastp", "S1"),
+        (RUN, "AmazonECS", "Usage", "task/a1", "i-1", 0.08, 0.01, None, "fastp", "S1"),
+        (RUN, "AmazonECS", "Usage", "task/a2", "i-1", 0.22, 0.01, None, "fastp", "S2"),
+        (RUN, "AmazonECS", "Usage", "task/a2", "i-1", 0.07, 0.00, None, "fastp", "S2"),
+        (RUN, "AmazonECS", "Usage", "task/ix", "i-2", 0.30, 0.02, None, "salmon_index", None),
+        (RUN, "AmazonECS", "Usage", "task/ix", "i-2", 0.15, 0.00, None, "salmon_index", None),
+        (RUN, "AmazonFSx", "Usage", "fs-1", None, None, None, 0.69, None, None),
+        (RUN, "AmazonEC2", "Usage", "i-1", None, None, None, 1.23, "fastp", None),
+        (RUN, "AmazonEC2", "Tax", "", None, None, None, 0.10, None, None),
+        ("manual__other", "AmazonECS", "Usage", "task/b1", "i-1", 9.99, 0.0, None, "fastp", "S1"),
+    ]
+
+    def sql(value, kind):
+        return f"NULL::{kind}" if value is None else f"{value!r}::{kind}".replace('"', "'")
+
+    selects = []
+    for run, product, kind, resource, parent, split, unused, unblended, step, sample in lines:
+        tags = {"user_project": "P1", "user_airflow_dag": "rnaseq", "user_run_id": tag_value(run),
+                **({"user_step": step} if step else {}), **({"user_sample": sample} if sample else {})}
+        selects.append(
+            f"SELECT '{product}' AS line_item_product_code, '{kind}' AS line_item_line_item_type, "
+            f"'arn:aws:ecs:eu-west-1:123456789012:{resource}' AS line_item_resource_id, "
+            f"{sql(parent, 'VARCHAR')} AS split_line_item_parent_resource_id, "
+            f"{sql(split, 'DOUBLE')} AS split_line_item_split_cost, "
+            f"{sql(unused, 'DOUBLE')} AS split_line_item_unused_cost, "
+            f"{sql(split, 'DOUBLE')} * 1.1 AS split_line_item_public_on_demand_split_cost, "
+            f"{sql(unblended, 'DOUBLE')} AS line_item_unblended_cost, "
+            "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in tags.items()) + "} AS resource_tags")
+    with duckdb.connect() as con:
+        con.execute(f"COPY ({' UNION ALL '.join(selects)}) TO '{path}' (FORMAT PARQUET)")
+    with duckdb.connect(str(settings.local_catalog_path)) as con:  # the table a Glue crawler would define
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {settings.database}")
+        con.execute(f"CREATE VIEW {settings.database}.cur_export AS SELECT * FROM read_parquet('{path}')")
+
+
+def test_the_cur_query_gives_a_runs_actual_cost_per_step_and_tagged_sample_and_nothing_else(local, tmp_path):
+    from batch_model import tag_value
+    from hooks import backend
+    from hooks.sql_render import Ident, render
+
+    _publish_sample_costs(local)
+    _cur_export(local, tmp_path / "cur.parquet")
+    sql = render("costs/cur_run_cost", database=Ident(local.database), cur_table=Ident("cur_export"))
+    _, rows = backend.query_engine(local).fetch(sql, ["P1", "rnaseq", tag_value(RUN)])
+    assert [(step, sample, n, round(usd, 6), round(unused, 6)) for step, sample, n, usd, unused, _ in rows] == [
+        ("fastp", "S1", 1, 0.28, 0.04), ("fastp", "S2", 1, 0.29, 0.01), ("fsx", None, 1, 0.69, 0),
+        ("salmon_index", None, 1, 0.45, 0.02)]
+
+
+def test_the_reconciliation_sets_each_steps_estimate_beside_the_bill(local, tmp_path):
+    from batch_model import tag_value
+    from hooks import backend
+    from hooks.sql_render import Ident, render
+
+    _publish_sample_costs(local)
+    _cur_export(local, tmp_path / "cur.parquet")
+    sql = render("costs/reconcile_run", database=Ident(local.database), cur_table=Ident("cur_export"))
+    _, rows = backend.query_engine(local).fetch(sql, ["P1", RUN, "P1", "rnaseq", tag_value(RUN)])
+    got = {step: (est, actual, diff) for step, est, _, _, actual, _, diff in rows}
+    assert got["fastp"] == (pytest.approx(0.5), pytest.approx(0.57), pytest.approx(0.07))
+    assert got["salmon_index"] == (pytest.approx(0.5), pytest.approx(0.45), pytest.approx(-0.05))
+    assert got["fsx"] == (None, pytest.approx(0.69), None), "the local run had no FSx: the bill shows it alone"
+
 # --- end to end: a real rnaseq run on the local backend publishes sample_costs -----------------------------
 @pytest.fixture(scope="module")
 def dagbag():
@@ -331,3 +431,27 @@ def test_a_pipeline_run_publishes_each_samples_cost_per_step_from_its_jobs_run_t
         "the index build is shared by the run's 2 samples"
     assert all(row[3:] == ("local", "local", 1, True) for row in costs)
     assert "estimated cost $" in capfd.readouterr().out
+
+
+def test_a_runs_file_systems_are_found_by_its_tags_and_priced_by_capacity_type_and_lifetime(aws):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from hooks import backend
+    from hooks.prices import PriceBook
+    from operators.fsx import run_tags
+    from run_costs import run_file_systems
+
+    api = backend.fsx(aws.settings)
+    mine = SimpleNamespace(dag_id="germline", run_id="manual__1")
+    other = SimpleNamespace(dag_id="germline", run_id="manual__2")
+    fs = api.create_file_system(token="t1", deployment_type="PERSISTENT_2", capacity_gib=2400, throughput=250,
+                                tags=run_tags(aws.settings, mine, "P"))
+    api.create_file_system(token="t2", deployment_type="SCRATCH_2", capacity_gib=1200, throughput=None,
+                           tags=run_tags(aws.settings, other, "P"))
+    created = int(fs["CreationTime"].timestamp() * 1000)
+    book = PriceBook(replace(aws.settings, price_source="offline"))
+    [found] = run_file_systems(aws.settings, "germline", "manual__1", book, now_ms=created + 2 * H)
+    assert (found.file_system_id, found.capacity_gib, found.price_per_gib_month) == (
+        fs["FileSystemId"], 2400, book.offline["fsx_lustre_per_gib_month"]["PERSISTENT_2:250"])
+    assert found.cost == pytest.approx(2400 * 0.21 / 730 * 2)
