@@ -389,6 +389,24 @@ def test_the_reconciliation_sets_each_steps_estimate_beside_the_bill(local, tmp_
     assert got["salmon_index"] == (pytest.approx(0.5), pytest.approx(0.45), pytest.approx(-0.05))
     assert got["fsx"] == (None, pytest.approx(0.69), None), "the local run had no FSx: the bill shows it alone"
 
+
+def test_the_demo_shows_each_samples_cost_from_the_published_table(local):
+    import importlib.util
+    from pathlib import Path
+
+    from hooks import backend
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo_script", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    [query] = [q for title, q in demo.PUBLISHED_QUERIES if "sample_costs" in title]
+    _publish_sample_costs(local)
+    columns, rows = backend.query_engine(local).fetch(query)
+    assert columns[:4] == ["pipeline", "sample_id", "steps", "cost_usd"]
+    assert [r[:4] for r in rows] == [("rnaseq", "S1", 2, 0.5), ("rnaseq", "S2", 2, 0.5)], \
+        "fastp $0.25 and half the $0.50 index each"
+
 # --- end to end: a real rnaseq run on the local backend publishes sample_costs -----------------------------
 @pytest.fixture(scope="module")
 def dagbag():
