@@ -8,6 +8,7 @@
 - FSx for Lustre and any price the APIs cannot give: the offline price file include/prices/aws_prices.json
   (dated, documented in its ``note``). ``price_source`` "offline" uses only that file (tests, or a deployment
   whose role may not call the Price List API); a Spot price it lacks falls back to on-demand, an upper bound.
+  An API that refuses (no right, no endpoint) falls back to the same file, with a warning.
 
 Every price looked up is cached in the lake per UTC day (``<lake>/costs/prices/day=<YYYY-MM-DD>/<region>.json``),
 so a run's costs ask each API once per instance type (and zone) per day. ``calls`` counts the API calls.
@@ -16,6 +17,7 @@ so a run's costs ask each API once per instance type (and zone) per day. ``calls
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections import Counter
 from dataclasses import replace
@@ -29,6 +31,7 @@ from platform_settings import REPO_ROOT, PlatformSettings
 OFFLINE_PRICE_FILE = REPO_ROOT / "include" / "prices" / "aws_prices.json"
 PRICE_LIST_REGION = "us-east-1"
 PRICE_SOURCES = ("api", "offline")
+log = logging.getLogger(__name__)
 
 
 def day_of(ms: int) -> str:
@@ -129,8 +132,12 @@ class PriceBook:
     def _on_demand(self, instance_type: str) -> float | None:
         if self.settings.price_source == "api":
             self.calls["pricing:GetProducts"] += 1
-            page = self._pricing_client().get_products(
-                ServiceCode="AmazonEC2", Filters=on_demand_filters(instance_type, self.region), MaxResults=10)
+            try:
+                page = self._pricing_client().get_products(
+                    ServiceCode="AmazonEC2", Filters=on_demand_filters(instance_type, self.region), MaxResults=10)
+            except Exception as exc:  # no right, no endpoint: the offline file is the documented fallback
+                log.warning("Price List API refused %s (%s): using the offline price file", instance_type, exc)
+                page = {}
             items = page.get("PriceList", [])
             if len(items) == 1:
                 return hourly_usd_of_product(items[0])
@@ -142,11 +149,14 @@ class PriceBook:
             self.calls["ec2:DescribeSpotPriceHistory"] += 1
             points: list[float] = []
             paginator = self._ec2_client().get_paginator("describe_spot_price_history")
-            for page in paginator.paginate(InstanceTypes=[instance.instance_type],
-                                           AvailabilityZone=instance.zone, ProductDescriptions=["Linux/UNIX"],
-                                           StartTime=start, EndTime=start + timedelta(days=1)):
-                points += [float(p["SpotPrice"]) for p in page.get("SpotPriceHistory", [])
-                           if p.get("AvailabilityZone") == instance.zone]
+            try:
+                for page in paginator.paginate(InstanceTypes=[instance.instance_type],
+                                               AvailabilityZone=instance.zone, ProductDescriptions=["Linux/UNIX"],
+                                               StartTime=start, EndTime=start + timedelta(days=1)):
+                    points += [float(p["SpotPrice"]) for p in page.get("SpotPriceHistory", [])
+                               if p.get("AvailabilityZone") == instance.zone]
+            except Exception as exc:
+                log.warning("Spot price history refused %s in %s (%s)", instance.instance_type, instance.zone, exc)
             if points:
                 return statistics.fmean(points)
         return self.offline.get("spot_per_hour", {}).get(f"{instance.instance_type}:{instance.zone}")
