@@ -157,7 +157,8 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
     home = Path(tempfile.mkdtemp(prefix="scale-airflow-"))
     sim_faults = {k: v for k, v in faults.items() if not k.startswith("_")}
     moto, batch, env = simulated_aws.start(moto_port=free_port(), batch_port=free_port(),
-                                           tick_seconds=args.tick, seed=args.seed, **sim_faults)
+                                           tick_seconds=args.tick, seed=args.seed,
+                                           instances=getattr(args, "instances", 0), **sim_faults)
     batch.kill_after_submit = faults.get("_kill_after_submit", 0)
     for sample in bad:
         batch.sim.plan_sample(BAD_STEP, sample, BAD_OUTCOMES)
@@ -220,6 +221,10 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
             # until the per-sample steps were over, and until the run's end (outcomes and publishing too)
             "sqs_receive": steps_counts["sqs:ReceiveMessage"], "s3_list": steps_counts["s3:ListObjectsV2"],
             "run_sqs_receive": counts["sqs:ReceiveMessage"], "run_s3_list": counts["s3:ListObjectsV2"],
+            # cost facts: what the jobs ran on (one lookup per new instance) and its prices
+            "instance_lookups": {op: counts[op] for op in ("ecs:DescribeContainerInstances",
+                                                           "ec2:DescribeInstances", "ec2:DescribeInstanceTypes",
+                                                           "ec2:DescribeSpotPriceHistory") if counts[op]},
             "first_submit_s": round(submits[0] - started, 1) if submits else None,
             "last_submit_s": round(submits[-1] - started, 1) if submits else None,
             "elapsed_s": round(elapsed, 1), "task_instances": tis, "peak_triggers": peak_triggers,
@@ -433,6 +438,8 @@ def main() -> int:
                         help="this fraction of the samples to run (seeded by --seed) fails fastp at every attempt "
                         "(exit code 1, as a corrupt FASTQ would); the run should publish the others and fail at "
                         "its verdict naming them")
+    parser.add_argument("--instances", type=int, default=48, help="container instances the simulated jobs "
+                        "run on (half Spot c5.4xlarge, half on-demand m5.4xlarge), resolved by the cost facts")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopping the harness stops its Airflow too

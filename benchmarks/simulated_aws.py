@@ -13,8 +13,10 @@ endpoint variables), so the production code runs unchanged.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -46,9 +48,17 @@ def _count_middleware(app: Any) -> Any:
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([a-z0-9-]+)/", environ.get("HTTP_AUTHORIZATION", ""))
         if target:
             name = target.split(".")[-1]
             service = "sqs" if target.startswith("AmazonSQS") else target.split("_")[0].split(".")[0].lower()
+            if target.startswith("AmazonEC2ContainerService"):
+                service = "ecs"
+        elif scope and scope.group(1) == "ec2" and environ.get("REQUEST_METHOD") == "POST":
+            # the query protocol: the operation is the form body's Action (read, then handed on unread)
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            service, name = "ec2", (parse_qs(body.decode()).get("Action") or ["?"])[0]
         else:
             query = parse_qs(environ.get("QUERY_STRING", ""))
             method = environ.get("REQUEST_METHOD", "")
@@ -239,10 +249,31 @@ class BatchServer:
         self.server.shutdown()
 
 
+def register_instances(count: int, region: str) -> list[str]:
+    """``count`` EC2 instances in moto (half Spot c5.4xlarge, half on-demand m5.4xlarge) registered as the
+    container instances of a Batch compute environment's ECS cluster; their container instance ARNs."""
+    ec2, ecs = boto3.client("ec2", region_name=region), boto3.client("ecs", region_name=region)
+    cluster = "AWSBatch-genomics-spot-ce-00000000-0000-0000-0000-000000000000"
+    ecs.create_cluster(clusterName=cluster)
+    arns = []
+    spot = (count + 1) // 2
+    for kind, n, extra in (("c5.4xlarge", spot, {"InstanceMarketOptions": {"MarketType": "spot"}}),
+                           ("m5.4xlarge", count - spot, {})):
+        if n:
+            for inst in ec2.run_instances(ImageId="ami-0123456789abcdef0", InstanceType=kind, MinCount=n,
+                                          MaxCount=n, **extra)["Instances"]:
+                arns.append(ecs.register_container_instance(
+                    cluster=cluster, instanceIdentityDocument=json.dumps({"instanceId": inst["InstanceId"]}),
+                )["containerInstance"]["containerInstanceArn"])
+    return arns
+
+
 def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region: str = "eu-west-1",
-          **faults: Any) -> tuple[MotoServer, BatchServer, dict[str, str]]:
+          instances: int = 0, **faults: Any) -> tuple[MotoServer, BatchServer, dict[str, str]]:
     """Start both servers and create the resources (from infra/genomics.yaml, as the aws tests do); returns
-    them and the GENOMICS_* / AWS_* environment an Airflow process needs to use them."""
+    them and the GENOMICS_* / AWS_* environment an Airflow process needs to use them. With ``instances``, the
+    simulated jobs run on that many container instances registered in moto (ECS and EC2), which the cost
+    facts then resolve."""
     from tests.conftest import ACCOUNT, create_aws_resources
     from tests.doubles.simulated_batch import SimulatedBatch
 
@@ -257,7 +288,8 @@ def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["samples"]
 
     sim = SimulatedBatch(boto3.client("events", region_name=region), region=region, account=ACCOUNT,
-                         read_manifest=read_manifest, **faults)
+                         read_manifest=read_manifest, container_instances=tuple(register_instances(instances, region)),
+                         **faults)
     sim.calls.clear()
     batch = BatchServer(batch_port, sim, tick_seconds)
     env = {

@@ -84,6 +84,17 @@ def regenie_gwas():
     def job_units(chunk_ids: list[str]) -> list[str]:
         return ["step1", *chunk_ids, "merge"]
 
+    @task
+    def costs(traits: list[str], params=None, dag_run=None) -> dict:
+        """The run's spend (its jobs and its file system) split across its traits, staged for sample_costs."""
+        from platform_settings import PlatformSettings
+        from run_costs import stage_run_costs, summary_line
+
+        costed = stage_run_costs(PlatformSettings.resolve(), pipeline="regenie_gwas", run_id=dag_run.run_id,
+                                 project=params["project"], units=traits, fsx_of_dag=dag_run.dag_id)
+        print(summary_line("regenie_gwas", costed))
+        return costed
+
     planned = plan()
     fsx = FsxCreateOperator(task_id="fsx_create", project="{{ params.project }}", inputs=planned["fsx_inputs"],
                             output_folder=planned["results"], deployment_type="{{ params.fsx_deployment_type }}",
@@ -106,8 +117,13 @@ def regenie_gwas():
                              pipeline="regenie_gwas", pipeline_version="{{ params.pipeline_version }}",
                              units=job_units(chunk_ids)),
     ]
-    fsx >> step1 >> chunk_ids >> step2 >> merge >> [export, *publish]
-    export >> delete.as_teardown(setups=fsx)
+    costed = costs(planned["traits"])
+    publish.append(PublishTableOperator(task_id="publish_sample_costs", table="sample_costs",
+                                        project="{{ params.project }}", pipeline="regenie_gwas",
+                                        pipeline_version="{{ params.pipeline_version }}", units=costed["units"],
+                                        skip_if_no_units=True))
+    fsx >> step1 >> chunk_ids >> step2 >> merge >> [export, costed, *publish]
+    [export, costed] >> delete.as_teardown(setups=fsx)
 
 
 regenie_gwas()

@@ -85,6 +85,8 @@ class JobState:
     status_summary: dict[str, int] = field(default_factory=dict)
     attempt_reasons: list[str] = field(default_factory=list)
     container_reason: str = ""  # the last attempt's container.reason: an OOM kill shows only here
+    # per attempt: the container instance it ran on, its start and stop (ms) and status reason (cost per sample)
+    attempt_facts: list[dict[str, Any]] = field(default_factory=list)
     source: str = "event"  # event | reconcile | submit
 
     @property
@@ -148,6 +150,7 @@ class JobState:
             status_summary=dict(array.get("statusSummary") or {}),
             attempt_reasons=[a.get("statusReason", "") for a in attempts],
             container_reason=container_reason,
+            attempt_facts=[attempt_fact(a) for a in attempts],
             source=source,
         )
 
@@ -165,11 +168,19 @@ class JobState:
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "log_stream": self.log_stream,
+            "attempt_facts": self.attempt_facts,
         }
         if self.array_size:
             out["array_size"] = self.array_size
             out["status_summary"] = self.status_summary
         return out
+
+
+def attempt_fact(attempt: dict[str, Any]) -> dict[str, Any]:
+    """What cost per sample needs of one ``attempts[]`` entry: where and how long it ran, and why it ended."""
+    container = attempt.get("container") or {}
+    return {"instance": container.get("containerInstanceArn") or "", "started_at": attempt.get("startedAt"),
+            "stopped_at": attempt.get("stoppedAt"), "reason": attempt.get("statusReason") or ""}
 
 
 def completion_event(states: list[JobState]) -> dict[str, Any]:

@@ -39,16 +39,25 @@ def stage(settings: PlatformSettings, run_id: str, spec: JobSpec, summary: dict[
     """Stage the task's job facts under ``staging/job_runs/<pipeline>/<run>/project=<p>/sample_id=<unit>/``."""
     from publishing import run_scope, staging_uri
 
+    import run_costs
+
     prefix = staging_uri(settings.lake_root, "job_runs", spec.pipeline, run_scope(run_id), spec.project)
     capacity = settings.capacity_type(spec.queue)
+    job_rows = rows(summary, spec)
+    # what each attempt ran on, resolved now while the instances exist (batched, cached per instance)
+    instances = run_costs.resolve_instances(settings, [f for r in job_rows for f in r.get("attempt_facts") or []])
     _write_rows(settings, COLUMNS, {
         # one file per job: a resubmission is another fact
         f"{prefix}sample_id={row['sample']}/{spec.step}-{safe_name(row['job_id'])}.tsv": [
             row["job_id"], spec.step, row["status"], row["attempts"], row.get("started_at"), row.get("stopped_at"),
-            spec.vcpus, spec.memory_mib, spec.queue_name, capacity, None, row.get("container_reason"),
+            spec.vcpus, spec.memory_mib, spec.queue_name, capacity,
+            run_costs.last_instance_type(settings, row, instances), row.get("container_reason"),
             spec.job_definition, spec.reused_from]
-        for row in rows(summary, spec)
+        for row in job_rows
     })
+    run_costs.stage_job_attempts(settings, pipeline=spec.pipeline, run_id=run_id, project=spec.project,
+                                 step=spec.step, vcpus=spec.vcpus, memory_mib=spec.memory_mib, job_rows=job_rows,
+                                 instances=instances)
 
 
 def _write_rows(settings: PlatformSettings, columns: tuple[str, ...], files: dict[str, list[Any]]) -> None:

@@ -43,7 +43,8 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
 def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> tuple[Any, Any]:
     """After the per-sample steps: ``outcomes`` (each sample's outcome, what to publish, whether to stop;
     ``run_outcomes.settle``), one publish task per table (the results for every complete sample, done before
-    or now; job_runs for the samples whose jobs ran; sample_outcomes for every sample of the run) and
+    or now; job_runs for the samples whose jobs ran; sample_outcomes for every sample of the run; sample_costs,
+    after ``costs`` allocated the run's spend to the samples whose jobs ran) and
     ``verdict``, the run's last task, which fails the run naming the samples that failed.
     Returns (outcomes, verdict): wire ``per_sample >> outcomes``."""
 
@@ -77,14 +78,28 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
               f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}; run report: {result['report']}")
         return result
 
+    @task
+    def costs(project: str, job_units: list[str], dag_run=None) -> dict:
+        from platform_settings import PlatformSettings
+        from run_costs import stage_run_costs, summary_line
+
+        costed = stage_run_costs(PlatformSettings.resolve(), pipeline=spec.name, run_id=dag_run.run_id,
+                                 project=project, units=job_units)
+        print(summary_line(spec.name, costed))
+        return costed
+
     @task(trigger_rule="none_failed")
-    def verdict(settled: dict) -> str:
+    def verdict(settled: dict, costed: dict | None = None) -> str:
+        from run_costs import summary_line
         from run_outcomes import verdict as decide
 
-        return decide(settled)
+        print(summary_line(spec.name, costed))
+        return f"{decide(settled)}; {summary_line(spec.name, costed)}"
 
     settled = outcomes(planned["project"], planned["samples"], planned["todo"])
-    units_of = {"job_runs": settled["job_units"], "sample_outcomes": settled["outcome_units"]}
+    costed = costs(planned["project"], settled["job_units"])
+    units_of = {"job_runs": settled["job_units"], "sample_outcomes": settled["outcome_units"],
+                "sample_costs": costed["units"]}
     publishes = [
         PublishTableOperator(
             task_id=f"publish_{table}",
@@ -95,9 +110,9 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
             units=units_of.get(table, settled["publish"]),
             skip_if_no_units=True,  # nothing complete (or a stopped run): nothing to publish
         )
-        for table in [*tables, "sample_outcomes"]
+        for table in [*tables, "sample_outcomes", "sample_costs"]
     ]
-    last = verdict(settled)
+    last = verdict(settled, costed)
     publishes >> last
     return settled, last
 

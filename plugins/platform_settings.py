@@ -78,6 +78,13 @@ class PlatformSettings:
     # Local backend: the directory standing in for NCBI GEO and SRA (default <local_home>/ncbi-mirror).
     ncbi_mirror: str | None = None
 
+    # --- cost per sample (plugins/costs.py, hooks/prices.py) --------------------------------------
+    # "api": on-demand prices from the AWS Price List API and Spot prices from the Spot price history;
+    # "offline": only include/prices/aws_prices.json (no pricing:GetProducts right needed).
+    price_source: str = "api"
+    # USD per hour of this machine as the local backend's one instance (0: already paid for).
+    local_price_per_hour: float = 0.0
+
     # --- behaviour shared by both backends ---------------------------------------------------
     # Deployment-wide SubmitJob budget; AWS fixes the quota at 50 per second per account.
     submit_rate_per_second: float = 40.0
@@ -110,6 +117,10 @@ class PlatformSettings:
             raise SettingsError("fsx_ttl_hours must be positive")
         if not isinstance(self.fsx_security_group_ids, list):
             raise SettingsError("fsx_security_group_ids must be a list of security group ids")
+        if self.price_source not in ("api", "offline"):
+            raise SettingsError(f"price_source must be 'api' or 'offline', got {self.price_source!r}")
+        if not self.local_price_per_hour >= 0:
+            raise SettingsError(f"local_price_per_hour must be 0 or more, got {self.local_price_per_hour!r}")
         if self.reconcile_after_seconds <= 0:
             raise SettingsError("reconcile_after_seconds must be positive")
         if self.backend == "aws":

@@ -77,6 +77,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("cohort_variants", "cohort/cohort_variants", "cohort_variants", unit_column="cohort"),
         TableSpec("rnaseq_matrices", "quant/rnaseq_matrices", "rnaseq_matrices", unit_column="pipeline_version"),
         TableSpec("run_reports", "runs/run_reports", "run_reports", unit_column="run_label", per_run=True),
+        TableSpec("sample_costs", "runs/sample_costs", "sample_costs", per_run=True),
     )
 }
 

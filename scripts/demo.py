@@ -136,6 +136,9 @@ def main() -> int:
                         help="write the synthetic data and stop (what ./dev up runs before starting Airflow)")
     args = parser.parse_args()
     os.environ.setdefault("GENOMICS_BACKEND", "local")
+    # what this machine's hour is worth in sample_costs: an m5.large's on-demand rate (2 vCPUs, 8 GiB; us-east-1,
+    # include/prices/aws_prices.json), so the demo shows dollars; the setting's own default is 0
+    os.environ.setdefault("GENOMICS_LOCAL_PRICE_PER_HOUR", "0.096")
     if args.what == "events":
         return 0 if run_dag("batch_events_demo", {"project": args.project}) else 1
     if args.what == "gwas_from_germline":
@@ -187,6 +190,11 @@ PUBLISHED_QUERIES = [
      "SELECT phenotype, variant_id, chrom, pos, round(beta, 3) AS beta, round(log10p, 1) AS log10p FROM "
      "(SELECT *, row_number() OVER (PARTITION BY phenotype ORDER BY log10p DESC) AS r FROM gwas_associations) "
      "WHERE r <= 2 ORDER BY phenotype, r"),
+    ("cost per sample of each pipeline's latest run (table genomics.sample_costs; this machine priced at "
+     "GENOMICS_LOCAL_PRICE_PER_HOUR)",
+     "SELECT pipeline, sample_id, count(*) AS steps, round(sum(cost_usd), 6) AS cost_usd, "
+     "round(sum(vcpu_hours), 4) AS vcpu_hours FROM sample_costs WHERE run_id IN (SELECT max(run_id) FROM "
+     "sample_costs GROUP BY pipeline) GROUP BY 1, 2 ORDER BY 1, 2"),
     ("compute per step (table genomics.job_runs)",
      "SELECT pipeline, step, count(*) AS jobs, round(sum(vcpu_hours) * 3600, 1) AS vcpu_seconds FROM job_runs "
      "GROUP BY 1, 2 ORDER BY 1, 2"),

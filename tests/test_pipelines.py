@@ -176,7 +176,7 @@ def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dag
         first = dag.get_task(f"per_sample.{steps[0]}")
         assert index in first.upstream_task_ids and first.trigger_rule == "none_failed"
         assert {t.task_id for t in dag.tasks if t.task_id.startswith("publish_")} == {
-            f"publish_{t}" for t in [*tables, "sample_outcomes"]}
+            f"publish_{t}" for t in [*tables, "sample_outcomes", "sample_costs"]}
         for task in dag.tasks:
             if task.task_id.startswith("per_sample.") or task.task_id == index:
                 assert task.pool == "batch_submit"

@@ -67,7 +67,7 @@ def one_bad_sample() -> dict:
     """Twelve samples in one array per step; one of them (seeded) fails fastp at every attempt."""
     from scale_airflow import run_once
 
-    result = run_once(_args(fan_out="array", bad_samples=1 / 12), done_fraction=0.0, faults={})
+    result = run_once(_args(fan_out="array", bad_samples=1 / 12, instances=4), done_fraction=0.0, faults={})
     assert len(result["bad_samples"]) == 1, result
     return result
 
@@ -77,6 +77,14 @@ def test_a_bad_sample_fails_at_fastp_and_the_other_eleven_complete(one_bad_sampl
     assert result["samples_failed_at"] == {"fastp": 1}, result
     assert result["samples_complete"] == 11, result
     assert result["work_items_per_step"]["salmon_quant"] == 11, result  # the bad sample goes no further
+
+
+def test_what_the_jobs_ran_on_is_looked_up_once_per_instance_not_per_job(one_bad_sample):
+    # 23 jobs (array children) on 4 container instances: one batched lookup when the first step's array ends,
+    # and at most one more for the second step's if it met an instance the first never used
+    lookups = one_bad_sample["instance_lookups"]
+    assert 1 <= lookups["ecs:DescribeContainerInstances"] <= 2, lookups
+    assert lookups["ec2:DescribeInstances"] == lookups["ecs:DescribeContainerInstances"], lookups
 
 
 def test_no_sample_that_succeeded_is_submitted_again(one_bad_sample):

@@ -133,6 +133,7 @@ def children(settings: PlatformSettings, parent_id: str, samples: list[str]) -> 
                 "out_of_memory": state.out_of_memory if state else False,
                 "started_at": state.started_at if state else None,
                 "stopped_at": state.stopped_at if state else None,
+                "attempt_facts": state.attempt_facts if state else [],
                 "log": log_location(settings, state.log_stream if state else ""),
                 "log_stream": state.log_stream if state else "",
             }

@@ -1,6 +1,6 @@
 """The durable job-state store: what every waiting trigger reads, what the event consumer writes.
 
-Five kinds of record live here, each behind methods named for it:
+Six kinds of record live here, each behind methods named for it:
 - job state (``record``, ``get_many``, ``children``), one per job and one per array child, merged monotonically
   so duplicated and reordered events settle on the right state (see ``JobState.order``);
 - submissions (``get_submission``, ``put_submission``), one per task instance (idempotency key), so an Airflow
@@ -9,6 +9,7 @@ Five kinds of record live here, each behind methods named for it:
   and the statements already done, so a retried publish resumes;
 - catalog documents (``get_catalog``, ``put_catalog``), one per published table, versioned and replaced only by
   a writer that read the current version, so concurrent publishes to one table never lose each other's commits;
+- instances (``get_instance``, ``put_instance``), plain records of what a container instance ran as;
 - the shared SubmitJob budget (``take_submit_slot``), counted in short fixed windows (see rate_window) so that
   every worker of the deployment together stays under the configured rate.
 
@@ -93,6 +94,14 @@ class JobStateStore(ABC):
     def put_catalog(self, table: str, doc: dict[str, Any], expected_version: int) -> bool:
         """Write version ``expected_version + 1`` if the stored version is still ``expected_version``."""
         return self._put_document(f"catalog#{table}", doc, expected_version)
+
+    # --- instances: what a container instance (or an instance type) is, for cost per sample -----------------
+    def get_instance(self, key: str) -> dict[str, Any] | None:
+        """A resolved container instance (by ARN) or instance type (``type#<type>``), None if not yet known."""
+        return self._get_record(f"instance#{key}")
+
+    def put_instance(self, key: str, record: dict[str, Any]) -> None:
+        self._put_record(f"instance#{key}", record)
 
     # --- the primitives each backend implements ---------------------------------------------------------------
     @abstractmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class SimulatedBatch:
         spot_fraction: float = 0.0,
         seed: int = 7,
         read_manifest: Any = None,
+        container_instances: tuple[str, ...] = (),
     ):
         self.events = events_client
         self.region = region
@@ -76,6 +78,9 @@ class SimulatedBatch:
         self.reorder = reorder
         self.spot_fraction = spot_fraction
         self.rng = random.Random(seed)
+        # the ECS container instances of the compute environment: each attempt runs on one, picked by a hash of
+        # the job and attempt (not the seeded generator, whose draws decide the faults)
+        self.container_instances = list(container_instances)
         self.jobs: dict[str, SimJob] = {}
         self.calls: Counter[str] = Counter()
         self.submit_times: list[float] = []
@@ -252,6 +257,9 @@ class SimulatedBatch:
     def _end_attempt(self, job: SimJob, *, exit_code, status_reason: str, reason: str = "",
                      retryable: bool = True) -> None:
         container = {"exitCode": exit_code, "logStreamName": f"genomics-step/default/{uuid.uuid4().hex}"}
+        if self.container_instances:
+            pick = zlib.crc32(f"{job.job_id}/{len(job.attempts)}".encode()) % len(self.container_instances)
+            container["containerInstanceArn"] = self.container_instances[pick]
         if reason:
             container["reason"] = reason
         job.attempts.append(
