@@ -213,8 +213,9 @@ def plan_run(
     }
 
 
-def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """plan_run with the deployment's settings, lake, sample registry and max_map_length (in a task)."""
+def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any], rule: str | None = None) -> dict[str, Any]:
+    """plan_run with the deployment's settings, lake, sample registry and max_map_length (in a task).
+    ``rule``: how the run's samples were chosen (run_samples), for the summary line."""
     from airflow.configuration import conf
 
     from hooks import backend, lake
@@ -233,5 +234,6 @@ def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any]) -> dict[str, An
     print(f"{spec.name}: {len(plan['samples'])} sample(s); {len(plan['done'])} already done for version "
           f"{params['pipeline_version']}{' (force: running all)' if params.get('force') else ''}; "
           f"{len(plan['todo'])} to run as {len(plan['units'])} {plan['fan_out']} unit(s); "
-          f"{spec.index_tool} index {'to build' if plan['index_needed'] else 'present'}")
+          f"{spec.index_tool} index {'to build' if plan['index_needed'] else 'present'}"
+          f"{f'; samples: {rule}' if rule else ''}")
     return plan
