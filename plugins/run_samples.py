@@ -44,7 +44,8 @@ def select(*, pipeline: str, run_type: str | None, conf: Mapping[str, Any] | Non
            approved_between: Callable[[str, datetime, datetime], list[str]]) -> Selection:
     """The samples of this run (see the module's doc); RunConfigError for what cannot run."""
     project, samples = params.get("project"), params.get("samples")
-    run_type = str(run_type or "manual")
+    # the task's dag_run carries the Execution API's DagRunType, whose str() is "DagRunType.SCHEDULED": its value
+    run_type = str(getattr(run_type, "value", run_type) or "manual")
     if "samples" in (conf or {}):
         rule = ("every approved sample of the project (run config)" if samples == ALL_APPROVED
                 else "the samples of the run config")

@@ -159,6 +159,15 @@ def test_a_scheduled_or_backfilled_run_without_samples_takes_the_approvals_of_it
         assert "approved in [2026-11-02T00:00:00+00:00, 2026-11-03T00:00:00+00:00)" in chosen.rule
 
 
+def test_the_run_type_is_read_from_the_execution_apis_enum_as_a_task_gets_it():
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    day = (DAY1, DAY1 + timedelta(days=1))
+    for run_type in (DagRunType("scheduled"), DagRunType("backfill")):
+        chosen, asked = _select(run_type, conf={}, interval=day, approvals={("geo", DAY1.date()): ["GSM1"]})
+        assert chosen.samples == ["GSM1"] and asked == [("geo", *day)]
+
+
 def test_a_day_without_approvals_is_an_empty_run_not_a_refused_one():
     chosen, _ = _select("scheduled", interval=(DAY1, DAY1 + timedelta(days=1)))
     assert chosen.samples == [] and chosen.may_be_empty
