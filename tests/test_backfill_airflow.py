@@ -36,6 +36,29 @@ GEO_DAY = date(2026, 11, 17)  # the synthetic GEO's series of that day: two pair
 TERMINAL = {"success", "failed"}
 
 
+# airflow_local_settings.py of the `airflow backfill create` process: pysqlite's documented recipe for
+# transactions that lock the database for writing when they begin (and so wait for other writers, up to the
+# connection's timeout, instead of deadlocking with them)
+IMMEDIATE_SETTINGS = """
+from sqlalchemy import create_engine, event
+
+
+def create_metadata_engine(sql_alchemy_conn, *, engine_args, connect_args):
+    engine = create_engine(sql_alchemy_conn, connect_args={**connect_args, "timeout": 120}, **engine_args,
+                           future=True)
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+"""
+
+
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     """rnaseq and geo_ingestion on a real Airflow of its own; the lake holds the reference, the reads of the
@@ -63,6 +86,8 @@ def airflow(tmp_path_factory):
     # SQLite lets one writer in at a time: on a busy machine the components wait for one another longer than
     # sqlite3's default 5 s. Airflow reads extra connect arguments from an importable dict.
     (home / "sqlite_wait.py").write_text("CONNECT_ARGS = {'timeout': 120}\n")
+    (home / "immediate").mkdir()
+    (home / "immediate" / "airflow_local_settings.py").write_text(IMMEDIATE_SETTINGS)
     env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "sqlite_wait.CONNECT_ARGS",
            "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT / "plugins", ROOT / "dags", ROOT / "include", home)),
            "AIRFLOW__CORE__PARALLELISM": "6"}  # a few task processes at a time: the machine has two cores
@@ -91,16 +116,22 @@ def _backfill(af, conf: dict, reprocess: str) -> list[dict]:
     """`airflow backfill create` over DAYS, two runs at a time; waits until its runs end and returns them."""
     from simulated_aws import wait_for
 
-    # SQLite refuses a writer at once (no waiting) when two connections would deadlock, which the CLI's
-    # transaction and the scheduler's meet often on two busy cores; PostgreSQL has no such limit. So the
-    # scheduler stops while the backfill is created, with no task of ours in flight, and starts again.
+    # SQLite refuses a writer at once (no waiting) when two connections would deadlock: a transaction that
+    # read first and writes later meets another component's write. The CLI's transactions therefore take
+    # the write lock when they begin (IMMEDIATE_SETTINGS), and the scheduler, the busiest writer, stops while
+    # the backfill is created, with no task of ours in flight. PostgreSQL has no such limit.
     wait_for(lambda: not af.db("SELECT count(*) FROM task_instance WHERE state IN ('queued', 'scheduled', "
                                "'running', 'deferred', 'up_for_retry', 'restarting')")[0][0], 600, 3,
              "no task in flight")
+    # Airflow refuses a backfill while another of the DAG is open; the scheduler closes one after its runs end
+    wait_for(lambda: not af.db("SELECT count(*) FROM backfill WHERE dag_id = 'rnaseq' AND completed_at IS NULL")[0][0],
+             600, 3, "the earlier backfill to be completed")
     af.kill("scheduler")
     done = subprocess.run([af.airflow, "backfill", "create", "--dag-id", "rnaseq", "--from-date", str(DAYS[0]),
                            "--to-date", str(DAYS[-1]), "--reprocess-behavior", reprocess, "--max-active-runs", "2",
-                           "--dag-run-conf", json.dumps(conf)], env=af.env, capture_output=True, text=True,
+                           "--dag-run-conf", json.dumps(conf)],
+                          env={**af.env, "PYTHONPATH": af.env["PYTHONPATH"] + os.pathsep + str(af.home / "immediate")},
+                          capture_output=True, text=True,
                           timeout=300)
     af.start("scheduler")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
