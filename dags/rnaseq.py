@@ -17,6 +17,10 @@ Run config (checked by `plan` before anything is submitted):
   again (one listing decides), unless `force`;
 - `fan_out`: one Batch job per sample (mapped tasks) or Batch array jobs of up to 500 samples.
 
+Runs: daily at 00:00 UTC on the samples approved the previous UTC day (a backfill: each day's), on the asset
+events of geo_ingestion's approvals (the samples approved), and by trigger with run config (paused when
+created; README "Schedules, backfills and approvals").
+
 Every Batch task defers until its job's "Batch Job State Change" event arrives; nothing polls DescribeJobs.
 """
 

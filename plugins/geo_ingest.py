@@ -150,9 +150,11 @@ def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]
             record = {"sample_id": sample["gsm"], "series": s["gse"], "runs": sample["runs"],
                       "layout": sample["layout"], "organism": sample["organism"], "published": s["published"]}
             write_record(sample["gsm"], record)  # the same content every time: rewriting is harmless
+            # library_strategy decides which pipelines the sample starts once approved (approval_routing)
             new += registry.register(project, sample["gsm"], series=s["gse"], title=sample["title"],
                                      runs=sample["runs"], organism=sample["organism"], published=s["published"],
-                                     series_title=s["title"], bases=sample["bases"])
+                                     series_title=s["title"], bases=sample["bases"],
+                                     library_strategy=sample.get("strategy", ""))
             kept.append(sample["gsm"])
         if kept:
             by_series[s["gse"]] = kept

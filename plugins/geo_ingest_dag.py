@@ -188,6 +188,9 @@ def review_series(result: dict) -> list[str]:
 
 
 def review(result: Any) -> Any:
-    """One Required Action per series with samples awaiting review."""
-    return SeriesReviewOperator.partial(task_id="review", project="{{ params.project }}",
-                                        trigger_rule="none_failed").expand(series=review_series(result))
+    """One Required Action per series with samples awaiting review; an approval emits asset events."""
+    from approval_routing import approvals_alias
+
+    # the outlet through which an approval adds the asset events that start the pipelines (approval_routing)
+    return SeriesReviewOperator.partial(task_id="review", project="{{ params.project }}", trigger_rule="none_failed",
+                                        outlets=[approvals_alias()]).expand(series=review_series(result))

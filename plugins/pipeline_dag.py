@@ -14,6 +14,9 @@ from operators.batch_job import BatchJobOperator
 from operators.publish import PublishTableOperator
 from pipeline_plan import PipelineSpec
 
+# The run's project as plan chose it: the run config's, or, for a run started by asset events, the events'
+RUN_PROJECT = "{{ ti.xcom_pull(task_ids='plan', key='project') }}"
+
 
 def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, Any]:
     """Add ``plan`` (checks the run config, lists what is done; fails before any submission), ``units`` (the
@@ -21,11 +24,12 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
     ``index`` job when the reference's index exists). Returns (plan output, units output)."""
 
     @task(multiple_outputs=True)
-    def plan(params=None, dag_run=None, dag=None) -> dict:
-        from pipeline_plan import plan_for_airflow, refuse_unknown_keys
+    def plan(params=None, dag_run=None, dag=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from pipeline_plan import refuse_unknown_keys
+        from run_samples import plan_this_run
 
         refuse_unknown_keys(dag_run.conf, dag.params)
-        return plan_for_airflow(spec, params, dag_run.run_id)
+        return plan_this_run(spec, params, dag_run, (data_interval_start, data_interval_end))
 
     @task
     def units(planned: dict) -> list[list[str]]:
@@ -104,7 +108,7 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
         PublishTableOperator(
             task_id=f"publish_{table}",
             table=table,
-            project="{{ params.project }}",
+            project=RUN_PROJECT,
             pipeline=spec.name,
             pipeline_version="{{ params.pipeline_version }}",
             units=units_of.get(table, settled["publish"]),
@@ -118,16 +122,25 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
 
 
 def pipeline_dag_args(pipeline: str, doc: str) -> dict[str, Any]:
-    """The ``@dag`` arguments both pipelines share: triggered runs only, validated Params."""
+    """The ``@dag`` arguments both pipelines share: daily over whole UTC days (so Airflow can backfill them)
+    and on the asset events of newly approved samples, manual runs with run config as well, validated Params.
+    Paused when created: a new deployment processes nothing on its own until someone unpauses the pipeline.
+    No catchup: unpausing runs the latest day only; earlier days are a backfill (run_samples says what each
+    kind of run takes)."""
     from datetime import datetime
 
+    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+
+    from approval_routing import approved_asset
     from pipeline_plan import pipeline_params
 
     return {
         "dag_id": pipeline,
-        "schedule": None,
+        "schedule": AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+                                        assets=[approved_asset(pipeline)]),
         "start_date": datetime(2026, 1, 1),
         "catchup": False,
+        "is_paused_upon_creation": True,
         "max_active_runs": 4,
         "tags": ["pipeline", pipeline],
         "doc_md": doc,
@@ -141,7 +154,7 @@ def _job(pipeline: str, step: str, command: list[str], **kwargs: Any) -> BatchJo
     return BatchJobOperator(
         task_id=step,
         step=step,
-        project="{{ params.project }}",
+        project=RUN_PROJECT,
         pipeline=pipeline,
         job_definition=f"genomics-{pipeline}",
         command=["python3", "-m", f"genomics_steps.{pipeline}", *command],

@@ -321,9 +321,11 @@ def _plan_units(spec: PipelineSpec, params: dict[str, Any], samples: list[str],
     }
 
 
-def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any], run_id: str) -> dict[str, Any]:
+def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any], run_id: str,
+                     rule: str | None = None) -> dict[str, Any]:
     """plan_run with the deployment's settings, lake, sample registry and max_map_length (in a task); writes the
-    run's reads manifest (the same content on a retry) and returns its URI as ``reads_manifest``."""
+    run's reads manifest (the same content on a retry) and returns its URI as ``reads_manifest``. ``rule``: how
+    the run's samples were chosen (run_samples), for the summary line."""
     from airflow.configuration import conf
 
     from hooks import backend, lake
@@ -357,5 +359,6 @@ def plan_for_airflow(spec: PipelineSpec, params: dict[str, Any], run_id: str) ->
     print(f"{spec.name}: {len(plan['samples'])} sample(s); {len(plan['done'])} already done for version "
           f"{params['pipeline_version']}{' (force: running all)' if params.get('force') else ''}; "
           f"{len(plan['todo'])} to run as {len(plan['units'])} {plan['fan_out']} unit(s); "
-          f"{spec.index_tool} index {'to build' if plan['index_needed'] else 'present'}")
+          f"{spec.index_tool} index {'to build' if plan['index_needed'] else 'present'}"
+          f"{f'; samples: {rule}' if rule else ''}")
     return plan

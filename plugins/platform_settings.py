@@ -77,6 +77,10 @@ class PlatformSettings:
     ncbi_email: str | None = None
     # Local backend: the directory standing in for NCBI GEO and SRA (default <local_home>/ncbi-mirror).
     ncbi_mirror: str | None = None
+    # Which pipelines a project's approved samples start (approval_routing): project -> list of "rnaseq" /
+    # "germline" ([] for none), e.g. {"geo": ["rnaseq"]}. A project not named here is routed by each sample's
+    # SRA library strategy (RNA-Seq -> rnaseq, WGS and WXS -> germline, others -> none).
+    pipeline_routes: dict[str, list[str]] = field(default_factory=dict)
 
     # --- cost per sample (plugins/costs.py, hooks/prices.py) --------------------------------------
     # "api": on-demand prices from the AWS Price List API and Spot prices from the Spot price history;
@@ -123,6 +127,11 @@ class PlatformSettings:
             raise SettingsError(f"local_price_per_hour must be 0 or more, got {self.local_price_per_hour!r}")
         if self.reconcile_after_seconds <= 0:
             raise SettingsError("reconcile_after_seconds must be positive")
+        from approval_routing import route_problems
+
+        problems = route_problems(self.pipeline_routes)
+        if problems:
+            raise SettingsError("; ".join(problems))
         if self.backend == "aws":
             missing = [
                 name

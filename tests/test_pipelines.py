@@ -823,8 +823,11 @@ def test_registry_upserts_are_idempotent_and_list_approved_samples(world, reques
     registry.upsert("P1", "S1", "approved", reviewer="ana")
     assert registry.approved("P1") == ["S1", "S2"]
     assert [s["sample_id"] for s in registry.samples("P1")] == ["S1", "S2"]
-    assert registry.samples("P1", "approved")[0] == {"project": "P1", "sample_id": "S1", "status": "approved",
-                                                      "series": "GSE1", "reviewer": "ana"}
+    row = registry.samples("P1", "approved")[0]
+    assert {k: v for k, v in row.items() if k != "approved_at"} == {"project": "P1", "sample_id": "S1",
+                                                                     "status": "approved", "series": "GSE1",
+                                                                     "reviewer": "ana"}
+    assert row["approved_at"] > 0, "an approved sample keeps when it was approved"
     with pytest.raises(ValueError, match="unknown sample status"):
         registry.upsert("P1", "S1", "great")
 

@@ -194,3 +194,14 @@ def test_rnaseq_trigger_form_accepts_good_names_under_the_full_match_patterns(ai
     runs_before, runs = _trigger_paused(browser, airflow_ui, "rnaseq")
     assert len(runs) == runs_before + 1, "the form refused good values"
     assert any(all(run["conf"].get(k) == v for k, v in values.items()) for run in runs)
+
+
+def test_rnaseq_trigger_dialog_offers_backfill(airflow_ui, browser):
+    """A periodic schedule is what Airflow needs to backfill: with schedule=None the dialog greys the choice
+    out ("This Dag's schedule does not support backfills"). Choosing it shows the backfill's date range."""
+    _open_trigger_form(browser, airflow_ui, "rnaseq")
+    choice = _wait(browser, "//div[@role='dialog'][@data-state='open']//input[@type='radio'][@value='backfill']")
+    assert choice.get_attribute("disabled") is None, "the Backfill choice is disabled"
+    _wait(browser, "//div[@role='dialog'][@data-state='open']//label[.//input[@value='backfill']]").click()
+    _wait(browser, "//div[@role='dialog'][@data-state='open']//*[normalize-space()='Date Range']")
+    _wait(browser, "//div[@role='dialog'][@data-state='open']//button[normalize-space()='Run Backfill']")

@@ -117,6 +117,9 @@ LOCO_FILE = Rule(r"[A-Za-z0-9_.=+\-]+\.loco(?:\.gz)?", "LOCO file name",
                  "a regenie LOCO file name (<name>.loco or .loco.gz)")
 BIOPROJECT = Rule(r"PRJ[DEN][A-Z][0-9]{1,12}", "BioProject accession",
                   "a BioProject accession (PRJNA, PRJEB, PRJDB... and digits)")
+# SRA's LIBRARY_STRATEGY vocabulary (RNA-Seq, WGS, WXS, miRNA-Seq, Targeted-Capture, ...)
+LIBRARY_STRATEGY = Rule(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}", "library strategy",
+                        "an SRA library strategy of 1 to 64 letters, digits and _ - (RNA-Seq, WGS, WXS, ...)")
 
 
 def check_uri(name: str, uri: Any) -> str:

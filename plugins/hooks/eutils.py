@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from genomics_steps.names import BIOPROJECT, GSE, GSM, SRA_RUN, SRA_STUDY
+from genomics_steps.names import BIOPROJECT, GSE, GSM, LIBRARY_STRATEGY, SRA_RUN, SRA_STUDY
 
 BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 RATE_WITHOUT_KEY, RATE_WITH_KEY = 3.0, 10.0
@@ -59,6 +59,7 @@ class GeoSample:
     layout: str = "unknown"  # PAIRED or SINGLE, from the SRA experiment
     organism: str = ""
     bases: int = 0
+    strategy: str = ""  # the SRA experiment's LIBRARY_STRATEGY (RNA-Seq, WGS, WXS, ...), "" if none or invalid
 
 
 @dataclass
@@ -275,10 +276,12 @@ def parse_sra_experiment(doc: dict[str, Any]) -> dict[str, Any] | None:
         return None
     layout_node = exp.find("Library_descriptor/LIBRARY_LAYOUT")
     layout = next((child.tag for child in layout_node), "unknown") if layout_node is not None else "unknown"
+    strategy = (exp.findtext("Library_descriptor/LIBRARY_STRATEGY") or "").strip()
     organism = exp.find("Organism")
     run_list = [(r.get("acc", ""), int(r.get("total_bases") or 0)) for r in runs.findall("Run")
                 if SRA_RUN.ok(r.get("acc", "")) and r.get("is_public", "true") == "true"]
-    return {"gsm": gsm, "layout": layout, "organism": organism.get("ScientificName", "") if organism is not None
+    return {"gsm": gsm, "layout": layout, "strategy": strategy if LIBRARY_STRATEGY.ok(strategy) else "",
+            "organism": organism.get("ScientificName", "") if organism is not None
             else "", "runs": sorted(acc for acc, _ in run_list), "bases": sum(b for _, b in run_list)}
 
 
@@ -315,4 +318,5 @@ def discover(client: EutilsClient, query: str, mindate: date, maxdate: date, *, 
             if exp:
                 sample.runs, sample.layout = exp["runs"], exp["layout"]
                 sample.organism, sample.bases = exp["organism"], exp["bases"]
+                sample.strategy = exp["strategy"]
     return series, found["count"]

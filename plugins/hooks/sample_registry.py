@@ -10,6 +10,16 @@ qc_passed / qc_failed -> approved / rejected (geo_ingestion drives it). The pipe
   backends), so two runs racing on one sample cannot both move it, and a late writer cannot undo a review;
 - ``upsert`` sets a status unconditionally (for operators' repairs and tests).
 
+Each approved sample keeps when it was approved (``approved_at``, seconds since the epoch, UTC): set by the
+transition to approved, never changed after, so ``approved_between(project, start, end)`` lists the samples a
+pipeline's scheduled or backfilled run of [start, end) takes. SQLite finds them through an index on
+(project, approved_at); DynamoDB through the sparse global secondary index ``by_approval`` (partition
+``project``, sort ``approved_at``: only approved samples have the attribute, so the index holds nothing else).
+Rows approved before the registry kept the time get it once from ``fill_approved_at``: the review's answer time
+(``reviewed_at``, which the review step records) when there is one, else the row's last write (``updated``).
+SQLite fills when it first opens a registry file without the column; on DynamoDB run
+``scripts/fill_approved_at.py PROJECT...`` once after deploying the index.
+
 Beside the samples it keeps the series whose samples could not be resolved to SRA runs (no public run found
 yet): one record per (project, series) with the reason, the series as found (so a later run looks it up again
 without searching GEO) and how many runs tried; ``resolved`` removes it once its samples are registered. On
@@ -23,6 +33,7 @@ import json
 import sqlite3
 import time
 from abc import ABC, abstractmethod
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +51,10 @@ MOVES_TO: dict[str, tuple[str, ...]] = {
 
 class SampleRegistry(ABC):
     @abstractmethod
-    def upsert(self, project: str, sample_id: str, status: str, **attributes: Any) -> None:
-        """Create the sample or update its status and attributes (others are kept)."""
+    def upsert(self, project: str, sample_id: str, status: str, *, approved_at: datetime | None = None,
+               **attributes: Any) -> None:
+        """Create the sample or update its status and attributes (others are kept). As approved it keeps the
+        approval time it has (``approved_at``, if given, replaces it; absent, now); another status drops it."""
 
     @abstractmethod
     def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
@@ -68,8 +81,37 @@ class SampleRegistry(ABC):
     def resolved(self, project: str, series: str) -> bool:
         """Forget that ``series`` was unresolved; True if it was."""
 
+    @abstractmethod
+    def approved_between(self, project: str, start: datetime, end: datetime) -> list[str]:
+        """The project's samples approved at or after ``start`` and before ``end`` (aware datetimes), by id."""
+
+    @abstractmethod
+    def fill_approved_at(self, project: str) -> int:
+        """Give the project's approved samples that lack ``approved_at`` one (see the module's doc); returns
+        how many were filled. Running it again fills nothing."""
+
     def approved(self, project: str) -> list[str]:
         return [s["sample_id"] for s in self.samples(project, "approved")]
+
+    @staticmethod
+    def _epoch(moment: datetime) -> float:
+        if moment.tzinfo is None:
+            raise ValueError(f"approval window bound {moment!r} has no time zone")
+        return moment.timestamp()
+
+    @staticmethod
+    def _fill_time(attributes: dict[str, Any], updated: float) -> float:
+        """When an approved sample without ``approved_at`` was approved: the review's answer, else the row's
+        last write."""
+        reviewed = attributes.get("reviewed_at")
+        if isinstance(reviewed, str):
+            try:
+                moment = datetime.fromisoformat(reviewed)
+            except ValueError:
+                moment = None
+            if moment is not None and moment.tzinfo is not None:
+                return moment.timestamp()
+        return float(updated)
 
     @staticmethod
     def _check(status: str) -> None:
@@ -92,25 +134,44 @@ class SqliteSampleRegistry(SampleRegistry):
                          "attributes TEXT, updated REAL, PRIMARY KEY (project, sample_id))")
             conn.execute("CREATE TABLE IF NOT EXISTS unresolved_series (project TEXT, series TEXT, reason TEXT, "
                          "record TEXT, attempts INTEGER, updated REAL, PRIMARY KEY (project, series))")
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(samples)")}
+            added = "approved_at" not in columns
+            if added:  # a registry from before approval times were kept
+                conn.execute("ALTER TABLE samples ADD COLUMN approved_at REAL")
+            conn.execute("CREATE INDEX IF NOT EXISTS samples_by_approval ON samples (project, approved_at)")
+        if added:
+            with self._conn() as conn:
+                projects = [r["project"] for r in conn.execute("SELECT DISTINCT project FROM samples "
+                                                               "WHERE status = 'approved'")]
+            for project in projects:
+                self.fill_approved_at(project)
 
     def _conn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30)
         conn.row_factory = sqlite3.Row
         return conn
 
-    def upsert(self, project: str, sample_id: str, status: str, **attributes: Any) -> None:
+    def upsert(self, project: str, sample_id: str, status: str, *, approved_at: datetime | None = None,
+               **attributes: Any) -> None:
         self._check(status)
         with self._conn() as conn:
             row = conn.execute("SELECT attributes FROM samples WHERE project = ? AND sample_id = ?",
                                (project, sample_id)).fetchone()
             merged = {**(json.loads(row["attributes"]) if row else {}), **attributes}
-            conn.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?) ON CONFLICT (project, sample_id) DO UPDATE "
-                         "SET status = excluded.status, attributes = excluded.attributes, updated = excluded.updated",
-                         (project, sample_id, status, json.dumps(merged, sort_keys=True), time.time()))
+            now = time.time()
+            when = None if status != "approved" else (self._epoch(approved_at) if approved_at else now)
+            conn.execute("INSERT INTO samples (project, sample_id, status, attributes, updated, approved_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, sample_id) DO UPDATE "
+                         "SET status = excluded.status, attributes = excluded.attributes, updated = excluded.updated, "
+                         "approved_at = CASE WHEN excluded.status != 'approved' THEN NULL "
+                         "WHEN ? THEN excluded.approved_at ELSE coalesce(samples.approved_at, excluded.approved_at) END",
+                         (project, sample_id, status, json.dumps(merged, sort_keys=True), now, when,
+                          approved_at is not None))
 
     def register(self, project: str, sample_id: str, **attributes: Any) -> bool:
         with self._conn() as conn:
-            cursor = conn.execute("INSERT INTO samples VALUES (?, ?, 'discovered', ?, ?) ON CONFLICT DO NOTHING",
+            cursor = conn.execute("INSERT INTO samples (project, sample_id, status, attributes, updated) "
+                                  "VALUES (?, ?, 'discovered', ?, ?) ON CONFLICT DO NOTHING",
                                   (project, sample_id, json.dumps(attributes, sort_keys=True), time.time()))
             return cursor.rowcount == 1
 
@@ -123,10 +184,29 @@ class SqliteSampleRegistry(SampleRegistry):
             if row is None or row["status"] not in sources:
                 return False
             merged = {**json.loads(row["attributes"]), **attributes}
-            conn.execute("UPDATE samples SET status = ?, attributes = ?, updated = ? WHERE project = ? AND "
-                         "sample_id = ?", (status, json.dumps(merged, sort_keys=True), time.time(), project,
-                                            sample_id))
+            now = time.time()
+            conn.execute("UPDATE samples SET status = ?, attributes = ?, updated = ?, approved_at = ? "
+                         "WHERE project = ? AND sample_id = ?",
+                         (status, json.dumps(merged, sort_keys=True), now, now if status == "approved" else None,
+                          project, sample_id))
             return True
+
+    def approved_between(self, project: str, start: datetime, end: datetime) -> list[str]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT sample_id FROM samples WHERE project = ? AND approved_at >= ? AND "
+                                "approved_at < ? AND status = 'approved' ORDER BY sample_id",
+                                (project, self._epoch(start), self._epoch(end))).fetchall()
+        return [r["sample_id"] for r in rows]
+
+    def fill_approved_at(self, project: str) -> int:
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute("SELECT sample_id, attributes, updated FROM samples WHERE project = ? AND "
+                                "status = 'approved' AND approved_at IS NULL", (project,)).fetchall()
+            for r in rows:
+                conn.execute("UPDATE samples SET approved_at = ? WHERE project = ? AND sample_id = ?",
+                             (self._fill_time(json.loads(r["attributes"]), r["updated"]), project, r["sample_id"]))
+            return len(rows)
 
     def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM samples WHERE project = ?", [project]
@@ -136,7 +216,8 @@ class SqliteSampleRegistry(SampleRegistry):
         with self._conn() as conn:
             rows = conn.execute(sql + " ORDER BY sample_id", args).fetchall()
         return [{"project": r["project"], "sample_id": r["sample_id"], "status": r["status"],
-                 **json.loads(r["attributes"])} for r in rows]
+                 **json.loads(r["attributes"]),
+                 **({"approved_at": r["approved_at"]} if r["approved_at"] is not None else {})} for r in rows]
 
 
     def unresolved(self, project: str, series: str, reason: str, record: dict[str, Any]) -> None:
@@ -160,7 +241,11 @@ class SqliteSampleRegistry(SampleRegistry):
 
 
 class DynamoDbSampleRegistry(SampleRegistry):
-    """Table with string keys ``project`` (partition) and ``sample_id`` (sort)."""
+    """Table with string keys ``project`` (partition) and ``sample_id`` (sort), and the global secondary index
+    ``by_approval`` (``project``, number ``approved_at``; infra/genomics.yaml)."""
+
+    APPROVAL_INDEX = "by_approval"
+    OWN = ("project", "sample_id", "status", "updated", "approved_at")  # attributes not stored as JSON
 
     def __init__(self, client: Any, table: str):
         self.client = client
@@ -170,19 +255,36 @@ class DynamoDbSampleRegistry(SampleRegistry):
         return {"project": {"S": project}, "sample_id": {"S": sample_id}}
 
     @staticmethod
-    def _update(status: str, attributes: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """SET status, updated and each attribute (JSON in a string), through placeholders only."""
+    def _update(status: str, attributes: dict[str, Any], approved: str | None = None,
+                at: float | None = None) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """SET status, updated and each attribute (JSON in a string), through placeholders only; ``approved``:
+        "set" (approved_at = ``at`` or now), "keep" (set only if absent) or "remove"."""
         names = {"#status": "status", "#updated": "updated"}
-        values: dict[str, Any] = {":status": {"S": status}, ":updated": {"N": repr(time.time())}}
+        now = time.time()
+        values: dict[str, Any] = {":status": {"S": status}, ":updated": {"N": repr(now)}}
         sets = ["#status = :status", "#updated = :updated"]
         for i, (key, value) in enumerate(sorted(attributes.items())):
+            if key in DynamoDbSampleRegistry.OWN:
+                raise ValueError(f"attribute {key!r} is the registry's own")
             names[f"#a{i}"], values[f":a{i}"] = key, {"S": json.dumps(value)}
             sets.append(f"#a{i} = :a{i}")
-        return "SET " + ", ".join(sets), names, values
+        remove = ""
+        if approved:
+            names["#approved_at"] = "approved_at"
+        if approved in ("set", "keep"):
+            values[":approved_at"] = {"N": repr(now if at is None else at)}
+            sets.append("#approved_at = :approved_at" if approved == "set"
+                        else "#approved_at = if_not_exists(#approved_at, :approved_at)")
+        elif approved == "remove":
+            remove = " REMOVE #approved_at"
+        return "SET " + ", ".join(sets) + remove, names, values
 
-    def upsert(self, project: str, sample_id: str, status: str, **attributes: Any) -> None:
+    def upsert(self, project: str, sample_id: str, status: str, *, approved_at: datetime | None = None,
+               **attributes: Any) -> None:
         self._check(status)
-        expression, names, values = self._update(status, attributes)
+        mode = "remove" if status != "approved" else ("set" if approved_at else "keep")
+        expression, names, values = self._update(status, attributes, mode,
+                                                 self._epoch(approved_at) if approved_at else None)
         self.client.update_item(TableName=self.table, Key=self._key(project, sample_id), UpdateExpression=expression,
                                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
@@ -199,7 +301,7 @@ class DynamoDbSampleRegistry(SampleRegistry):
 
     def transition(self, project: str, sample_id: str, status: str, **attributes: Any) -> bool:
         sources = self._sources(status)
-        expression, names, values = self._update(status, attributes)
+        expression, names, values = self._update(status, attributes, "set" if status == "approved" else None)
         values.update({f":from{i}": {"S": s} for i, s in enumerate(sources)})
         condition = "#status IN (" + ", ".join(f":from{i}" for i in range(len(sources))) + ")"
         try:
@@ -210,23 +312,61 @@ class DynamoDbSampleRegistry(SampleRegistry):
             return False  # absent (the condition fails on a missing status too) or in another status
         return True
 
-    def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
+    def _query(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "project = :p",
                                   "ExpressionAttributeValues": {":p": {"S": project}}}
         if status:
-            self._check(status)
             kwargs["FilterExpression"] = "#status = :s"
             kwargs["ExpressionAttributeNames"] = {"#status": "status"}
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
+        return [item for page in self.client.get_paginator("query").paginate(**kwargs) for item in page["Items"]]
+
+    def samples(self, project: str, status: str | None = None) -> list[dict[str, Any]]:
+        if status:
+            self._check(status)
         out = []
-        for page in self.client.get_paginator("query").paginate(**kwargs):
-            for item in page["Items"]:
-                row = {"project": item["project"]["S"], "sample_id": item["sample_id"]["S"],
-                       "status": item["status"]["S"]}
-                row.update({k: json.loads(v["S"]) for k, v in item.items()
-                            if k not in ("project", "sample_id", "status", "updated")})
-                out.append(row)
+        for item in self._query(project, status):
+            row = {"project": item["project"]["S"], "sample_id": item["sample_id"]["S"],
+                   "status": item["status"]["S"]}
+            row.update({k: json.loads(v["S"]) for k, v in item.items() if k not in self.OWN})
+            if "approved_at" in item:
+                row["approved_at"] = float(item["approved_at"]["N"])
+            out.append(row)
         return sorted(out, key=lambda r: r["sample_id"])
+
+    def approved_between(self, project: str, start: datetime, end: datetime) -> list[str]:
+        low, high = self._epoch(start), self._epoch(end)
+        if high <= low:
+            return []
+        found = set()
+        # BETWEEN is inclusive at both ends; the interval is [start, end): a sample approved at ``end`` exactly
+        # belongs to the next interval
+        for page in self.client.get_paginator("query").paginate(
+                TableName=self.table, IndexName=self.APPROVAL_INDEX,
+                KeyConditionExpression="project = :p AND approved_at BETWEEN :low AND :high",
+                ExpressionAttributeValues={":p": {"S": project}, ":low": {"N": repr(low)},
+                                           ":high": {"N": repr(high)}}):
+            found |= {item["sample_id"]["S"] for item in page["Items"] if float(item["approved_at"]["N"]) < high}
+        return sorted(found)
+
+    def fill_approved_at(self, project: str) -> int:
+        filled = 0
+        for item in self._query(project, "approved"):
+            if "approved_at" in item:
+                continue
+            attributes = {k: json.loads(v["S"]) for k, v in item.items() if k not in self.OWN}
+            at = self._fill_time(attributes, float(item.get("updated", {}).get("N", time.time())))
+            try:
+                self.client.update_item(
+                    TableName=self.table, Key=self._key(project, item["sample_id"]["S"]),
+                    UpdateExpression="SET #approved_at = :at",
+                    ConditionExpression="attribute_not_exists(#approved_at) AND #status = :approved",
+                    ExpressionAttributeNames={"#approved_at": "approved_at", "#status": "status"},
+                    ExpressionAttributeValues={":at": {"N": repr(at)}, ":approved": {"S": "approved"}})
+            except self.client.exceptions.ConditionalCheckFailedException:
+                continue  # approved (with its time) or moved meanwhile
+            filled += 1
+        return filled
 
     @staticmethod
     def _series_key(project: str, series: str) -> dict[str, Any]:

@@ -278,8 +278,23 @@ def _show_log(ti: Any, settings: PlatformSettings, summary: dict[str, Any], logg
 
 
 def _key(ti: Any) -> str:
-    """The task instance's idempotency key: its submission record and its jobs' names hang on it."""
-    return idempotency_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+    """The task instance's idempotency key: its submission record and its jobs' names hang on it. A DAG run
+    cleared as a whole (a backfill with --reprocess-behavior completed or failed, a clear in the UI) keeps its
+    run id, possibly with another run config (pipeline_version 2.0): its tasks get keys of their own, so they
+    submit their work instead of reattaching to the jobs of the run's earlier life. Retries within one life of
+    the run keep the key, and so reattach."""
+    parts = [ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)]
+    cleared = _clear_number(ti)
+    return idempotency_key(*parts, f"cleared{cleared}") if cleared else idempotency_key(*parts)
+
+
+def _clear_number(ti: Any) -> int:
+    """How often the task instance's DAG run was cleared as a whole (0 if never, or if the context has no run)."""
+    try:
+        dag_run = ti.get_template_context()["dag_run"]
+    except (AttributeError, KeyError, TypeError):
+        return 0
+    return int(getattr(dag_run, "clear_number", 0) or 0)
 
 
 def _submitter(settings: PlatformSettings, store: Any, api: Any):

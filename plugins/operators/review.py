@@ -6,6 +6,11 @@ Required Actions (or the HITL REST API). The page shows where the series' MultiQ
 QC figures. The answer moves the series' samples that passed QC to approved or rejected in the sample registry,
 with who answered, when, and the reason they gave.
 
+An approval starts the pipelines: the task's outlet is the asset alias ``approved_samples``, and an approved
+series adds one event per pipeline its samples go to (``approval_routing``: the project's ``pipeline_routes``
+setting, else each sample's SRA library strategy), its extra naming the project, the series and the samples.
+A rejection, or an approval of samples no pipeline takes, emits none.
+
 It asks only when there is something to decide: a series whose samples were all decided already (an earlier
 run's review, a rerun, a backfill) is not put to anyone again, and the registry's conditional transitions mean
 a second answer for the same series changes nothing.
@@ -91,5 +96,21 @@ class SeriesReviewOperator(HITLOperator):
             reviewed_at=str(answer.get("responded_at")), review_reason=reason)]
         self.log.info("%s: %s by %s (%s); %d sample(s) %s: %s", self.series, choice, user.get("name"),
                       reason or "no reason given", len(moved), status, moved)
+        if status == "approved" and moved:
+            self._start_pipelines(context, [s for s in samples if s["sample_id"] in moved])
         return {"series": self.series, "asked": True, "decision": status, "by": user.get("name"),
                 "reason": reason, "samples": moved}
+
+    def _start_pipelines(self, context: Any, approved: list[dict[str, Any]]) -> None:
+        """One asset event per pipeline the approved samples go to (through the alias outlet)."""
+        from approval_routing import approval_events, approvals_alias, approved_asset
+
+        events, unrouted = approval_events(self.project, self.series, approved,
+                                           PlatformSettings.resolve().pipeline_routes)
+        for pipeline, extra in events.items():
+            context["outlet_events"][approvals_alias()].add(approved_asset(pipeline), extra=extra)
+            self.log.info("%s: %d approved sample(s) start %s", self.series, len(extra["samples"]), pipeline)
+        if unrouted:
+            self.log.warning("%s: %d approved sample(s) go to no pipeline (library strategy not RNA-Seq, WGS or "
+                             "WXS, and no pipeline_routes entry for project %r): %s", self.series, len(unrouted),
+                             self.project, unrouted)
