@@ -346,6 +346,21 @@ def test_a_crash_between_the_two_view_swaps_converges_on_retry(local):
                                                    ("P1", "rnaseq", "A1", "2.0", 20.0)]
 
 
+def test_a_run_cleared_and_rerun_at_another_version_keeps_its_first_version_beside_the_new_one(local):
+    """A backfill with --reprocess-behavior completed clears the day's run and runs it again, same run id, at
+    pipeline_version 2.0: the 2.0 rows replace 1.0's in the table, and 1.0's stay in <table>_versions."""
+    from types import SimpleNamespace
+
+    stage_qc(local, ["A1"], version="1.0")
+    publish_op(["A1"], version="1.0").execute(task_context(**CONTEXT))
+    stage_qc(local, ["A1"], version="2.0", value=lambda s: 2 * len(s))
+    cleared = {**task_context(**CONTEXT), "dag_run": SimpleNamespace(clear_number=1)}
+    publish_op(["A1"], version="2.0").execute(cleared)
+
+    assert {r[3] for r in reads(local, "qc_metrics")} == {"2.0"}
+    assert {r[3] for r in reads(local, "qc_metrics_versions")} == {"1.0", "2.0"}
+
+
 def stage_any(settings, spec, pipeline, version, project, units):
     """Stage one row per unit for any table, with a value of each staged column's type."""
     sql = (Path(__file__).resolve().parents[1] / "include" / "sql" / "staging" / f"{spec.staging}.sql").read_text()

@@ -70,7 +70,11 @@ class PublishTableOperator(BaseOperator):
         if self.table not in TABLES:
             raise PublishError(f"unknown table {self.table!r}; published tables are {sorted(TABLES)}")
         ti = context["ti"]
-        key = self.publish_key or f"{ti.dag_id}/{ti.task_id}/{ti.run_id}"
+        # A DAG run cleared as a whole (a backfill with --reprocess-behavior completed, at another
+        # pipeline_version) keeps its run id: its publish gets a key of its own, so it does not replace what the
+        # run's earlier life published (another version stays in <table>_versions).
+        cleared = int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
+        key = self.publish_key or f"{ti.dag_id}/{ti.task_id}/{ti.run_id}" + (f"/cleared{cleared}" if cleared else "")
         units = list(self.units) if isinstance(self.units, (list, tuple)) else self.units
         spec = TABLES[self.table]
         scope = self.staging_scope or (run_scope(ti.run_id) if spec.per_run else self.pipeline_version)
