@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from local_batch import pid_alive
+
 MODES = ("host", "buildah")
 DEFAULT_TAG = "local"
 NAME_PREFIX = "genomics-job-"
@@ -88,16 +90,6 @@ def run_argv(name: str, spec: dict[str, Any], command: list[str]) -> list[str]:
     return [*argv, name, "--", *command]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_orphans() -> list[str]:
     """Remove working containers left by wrappers that were killed (the runner kills a job's process group
     with SIGKILL on timeout, memory or termination, so no cleanup of its own runs). Their names hold the
@@ -109,7 +101,7 @@ def remove_orphans() -> list[str]:
         if not name.startswith(NAME_PREFIX):
             continue
         pid = name[len(NAME_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
             removed.append(name)
     return removed

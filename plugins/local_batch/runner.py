@@ -25,7 +25,7 @@ from typing import Any
 
 from batch_model import OOM_REASON, build_event, now_ms, retry_action
 from hooks.event_queue import LocalEventQueue
-from local_batch import containers
+from local_batch import containers, pid_alive
 from local_batch.control_plane import ACCOUNT, REGION, ControlPlane
 
 log = logging.getLogger("local_batch.runner")
@@ -179,7 +179,7 @@ class Runner:
             elif self._over_memory(row):
                 self._kill(row)
                 self._finish_attempt(row, 137, CONTAINER_EXIT_REASON, OOM_REASON)
-            elif not _alive(row["pid"]) and not exit_file.exists():
+            elif not pid_alive(row["pid"]) and not exit_file.exists():
                 self._finish_attempt(row, None, HOST_LOST_REASON + " The job process was lost.", "")
 
     def _finish_attempt(self, row, exit_code, status_reason: str, reason: str, retryable: bool = True) -> None:
@@ -289,22 +289,6 @@ class Runner:
                 log.info("idle for %ss; exiting", idle_exit_seconds)
                 break
             time.sleep(poll_seconds)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive; it will be reaped
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _group_rss_mib(pgid: int) -> float:
