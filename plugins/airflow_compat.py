@@ -12,4 +12,11 @@ except ImportError:  # Airflow 3.0
         AirflowSkipException,
     )
 
-__all__ = ["AirflowException", "AirflowFailException", "AirflowSkipException"]
+try:  # Airflow 3.1+: the timetables the pipelines' schedule is made of, from the Task SDK
+    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+except ImportError:  # Airflow 3.0
+    from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[no-redef]
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
+
+__all__ = ["AirflowException", "AirflowFailException", "AirflowSkipException", "AssetOrTimeSchedule",
+           "CronDataIntervalTimetable"]

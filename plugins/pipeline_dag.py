@@ -129,8 +129,7 @@ def pipeline_dag_args(pipeline: str, doc: str) -> dict[str, Any]:
     kind of run takes)."""
     from datetime import datetime
 
-    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
-
+    from airflow_compat import AssetOrTimeSchedule, CronDataIntervalTimetable
     from approval_routing import approved_asset
     from pipeline_plan import pipeline_params
 
