@@ -393,14 +393,33 @@ def _found() -> list[dict]:
     return [s.to_dict() for s in series]
 
 
+def test_a_single_end_sample_is_registered_with_its_layout_for_its_jobs_and_the_registry(registry):
+    records: dict[str, dict] = {}
+    register(registry, "geo", _found(), records.__setitem__)
+    layouts = {s["sample_id"]: s["layout"] for s in registry.samples("geo")}
+    assert layouts == {"GSM8100001": "PAIRED", "GSM8100002": "SINGLE", "GSM8100003": "PAIRED",
+                       "GSM8100010": "PAIRED"}
+    assert records["GSM8100002"]["layout"] == "SINGLE", "the download job reads the layout from the record"
+
+
+def test_a_sample_of_another_library_layout_is_skipped_with_the_layout_named(registry):
+    found = _found()
+    found[0]["samples"][1]["layout"] = "unknown"  # an experiment whose LIBRARY_LAYOUT the parser could not read
+    registered = register(registry, "geo", found, lambda gsm, record: None)
+    assert "GSM8100002" not in registered["by_series"]["GSE271001"]
+    assert any(s.startswith("GSM8100002") and "'unknown'" in s for s in registered["skipped"])
+
+
 def test_outcomes_move_samples_by_their_jobs_metrics_and_pick_series_to_report_and_review(registry):
     records: dict[str, dict] = {}
     registered = register(registry, "geo", _found(), records.__setitem__)
-    assert registered["by_series"] == {"GSE271001": ["GSM8100001", "GSM8100003"], "GSE271002": ["GSM8100010"]}
-    assert [s.split(" ")[0] for s in registered["skipped"]] == ["GSM8100002", "GSM8100011"]
+    assert registered["by_series"] == {"GSE271001": ["GSM8100001", "GSM8100002", "GSM8100003"],
+                                       "GSE271002": ["GSM8100010"]}
+    assert [s.split(" ")[0] for s in registered["skipped"]] == ["GSM8100011"], "no public SRA run"
     assert records["GSM8100001"]["runs"] == ["SRR31000011", "SRR31000012"]
     work = plan_work(registry, "geo", registered["by_series"])
-    assert work["todo"] == ["GSM8100001", "GSM8100003", "GSM8100010"] and work["units"] == [work["todo"]]
+    assert work["todo"] == ["GSM8100001", "GSM8100002", "GSM8100003", "GSM8100010"]
+    assert work["units"] == [work["todo"]]
     assert {s["status"] for s in registry.samples("geo")} == {"downloading"}
 
     def metrics(sample, step):
@@ -411,12 +430,15 @@ def test_outcomes_move_samples_by_their_jobs_metrics_and_pick_series_to_report_a
                             "gc_content": 0.5, "reason": "too few" if verdict == "qc_failed" else ""}}
 
     result = record_outcomes(registry, "geo", registered["by_series"], work["todo"], metrics)
-    assert result["qc_done"] == ["GSM8100001", "GSM8100003"] and result["incomplete"] == ["GSM8100010"]
-    assert result["reports"] == [{"series": "GSE271001", "samples": ["GSM8100001", "GSM8100003"]}]
+    assert result["qc_done"] == ["GSM8100001", "GSM8100002", "GSM8100003"] and result["incomplete"] == ["GSM8100010"]
+    assert result["reports"] == [{"series": "GSE271001", "samples": ["GSM8100001", "GSM8100002", "GSM8100003"]}]
     assert result["review"] == ["GSE271001"]
     status = {s["sample_id"]: s["status"] for s in registry.samples("geo")}
-    assert status == {"GSM8100001": "qc_passed", "GSM8100003": "qc_failed", "GSM8100010": "downloaded"}
-    body = review_body("GSE271001", registry.samples("geo")[:2], "s3://lake/reports/x/multiqc_report.html")
+    assert status == {"GSM8100001": "qc_passed", "GSM8100002": "qc_passed", "GSM8100003": "qc_failed",
+                      "GSM8100010": "downloaded"}
+    body = review_body("GSE271001", [s for s in registry.samples("geo") if s["sample_id"] in ("GSM8100001",
+                                                                                               "GSM8100003")],
+                       "s3://lake/reports/x/multiqc_report.html")
     assert "s3://lake/reports/x/multiqc_report.html" in body and "| GSM8100003 | qc_failed | 10 | 0.900 | too few |" in body
 
     again = plan_work(registry, "geo", register(registry, "geo", _found(), records.__setitem__)["by_series"])
