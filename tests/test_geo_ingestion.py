@@ -525,15 +525,22 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
     snapshot, jobs = _snapshot(settings), _downloads(settings)
     assert sorted({s["series"] for s in snapshot.values()}) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210",
                                                                "GSE13211"]
-    assert len(snapshot) == 10, "13 samples in the mirror; the 3 single-end ones are skipped"
-    assert jobs == 10, "each sample downloaded once"
+    assert len(snapshot) == 13, "every sample in the mirror, the 3 single-end ones too"
+    assert jobs == 13, "each sample downloaded once"
+    single = sorted(g for g, s in snapshot.items() if s["layout"] == "SINGLE")
+    assert single == ["GSM131902", "GSM132002", "GSM132102"]
     status = {g: s["status"] for g, s in snapshot.items()}
     assert status["GSM131911"] == "qc_failed" and status["GSM132111"] == "qc_failed", "the low-quality samples"
     assert status["GSM132000"] == status["GSM132001"] == "rejected"
     assert snapshot["GSM132000"]["reviewed_by"] == "ana"
     assert snapshot["GSM132000"]["review_reason"] == "library prep notes missing"
     approved = sorted(g for g, s in status.items() if s == "approved")
-    assert approved == ["GSM131900", "GSM131901", "GSM131910", "GSM132100", "GSM132101", "GSM132110"]
+    assert approved == ["GSM131900", "GSM131901", "GSM131902", "GSM131910", "GSM132100", "GSM132101",
+                        "GSM132102", "GSM132110"], "the single-end samples passed QC and were approved too"
+    raw = lake.list_files(settings, settings.lake_root + "/raw/geo/")
+    assert {u.rsplit("/", 1)[-1] for u in raw if "GSM131902" in u} == {"GSM131902_R1.fastq.gz"}, "R1 only"
+    assert {u.rsplit("/", 1)[-1] for u in raw if "GSM131900" in u} == {"GSM131900_R1.fastq.gz",
+                                                                         "GSM131900_R2.fastq.gz"}
     assert sorted(a[0] for a in reviewer.answered) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210", "GSE13211"]
     assert set(reviewer.responses) == {200}
 
@@ -546,11 +553,15 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
     assert review == {} or set(review.values()) == {"skipped"}
 
     engine = backend.query_engine(settings)
-    _, rows = engine.fetch("SELECT sample_id, series_id, verdict FROM ingest_qc ORDER BY sample_id")
-    assert len(rows) == 10 and ("GSM132111", "GSE13211", "qc_failed") in rows
+    _, rows = engine.fetch("SELECT sample_id, series_id, verdict, layout FROM ingest_qc ORDER BY sample_id")
+    assert len(rows) == 13 and ("GSM132111", "GSE13211", "qc_failed", "paired-end") in rows
+    assert ("GSM131902", "GSE13190", "qc_passed", "single-end") in rows
+    _, reads = engine.fetch("SELECT reads_before FROM ingest_qc WHERE sample_id IN ('GSM131900', 'GSM131902') "
+                            "ORDER BY sample_id")
+    assert reads == [(3000,), (1500,)], "1500 fragments: two mates each when paired, one read when single-end"
     report = lake.read_head(settings, settings.lake_root + "/reports/geo_ingestion/geo/GSE13190/multiqc_report.html",
                             1 << 24)
-    assert b"MultiQC" in report and b"GSM131900" in report
+    assert b"MultiQC" in report and b"GSM131900" in report and b"GSM131902" in report
 
     # what approval is for: rnaseq's "all approved" resolves to them, reads in the lake's raw/geo/
     spec = PipelineSpec("rnaseq", ["fastp", "salmon_quant"], ["transcriptome.fa", "tx2gene.tsv"], "salmon")
@@ -649,3 +660,32 @@ def test_a_series_with_nothing_to_decide_is_not_put_to_anyone(aws, monkeypatch):
     op.execute({})
     assert asked == ["QC review GSE9 (geo): 1 sample(s) passed QC, 1 failed"]
     assert "s3://genomics-lake/lake/reports/geo_ingestion/geo/GSE9/multiqc_report.html" in op.body
+
+
+# --- what fasterq-dump --split-files writes for a run -------------------------------------------------------------
+@pytest.mark.parametrize("written", [["SRR1_1.fastq"], ["SRR1.fastq"]])
+def test_a_single_end_runs_one_fastq_is_its_r1_whichever_name_fasterq_dump_gave_it(tmp_path, written):
+    from genomics_steps.ingest import _dumped
+
+    for name in written:
+        (tmp_path / name).write_text("@r\nA\n+\nI\n")
+    assert _dumped(tmp_path, "SRR1", 1) == [tmp_path / written[0]]
+
+
+def test_a_single_end_run_that_dumps_a_second_read_fails_naming_the_run(tmp_path):
+    from genomics_steps.ingest import _dumped
+    from genomics_steps.step import StepFailed
+
+    for name in ("SRR1_1.fastq", "SRR1_2.fastq"):
+        (tmp_path / name).write_text("@r\nA\n+\nI\n")
+    with pytest.raises(StepFailed, match="SRR1_2.fastq: SRR1 has a second read"):
+        _dumped(tmp_path, "SRR1", 1)
+
+
+def test_a_paired_end_run_without_its_second_file_fails_naming_it(tmp_path):
+    from genomics_steps.ingest import _dumped
+    from genomics_steps.step import StepFailed
+
+    (tmp_path / "SRR1.fastq").write_text("@r\nA\n+\nI\n")
+    with pytest.raises(StepFailed, match="no SRR1_1.fastq: is SRR1 paired-end"):
+        _dumped(tmp_path, "SRR1", 2)
