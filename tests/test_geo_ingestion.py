@@ -574,6 +574,22 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
                     approved_samples=backend.sample_registry(settings).approved, max_map_length=1024)
     assert plan["samples"] == approved and plan["todo"] == approved
 
+    # and an approved single-end sample runs through rnaseq from there, on the local backend
+    from airflow.dag_processing.dagbag import DagBag
+
+    rnaseq = DagBag(dag_folder=str(Path(__file__).parent.parent / "dags" / "rnaseq.py")).dags["rnaseq"]
+    run = rnaseq.test(run_conf={"project": "geo", "samples": ["GSM131902"], "reference": "synthetic-v1",
+                                "min_reads": 1000})  # 1500 reads: below the production default
+    assert run.state == "success"
+    engine = backend.query_engine(settings)  # one that sees the tables rnaseq published
+    _, quant = engine.fetch("SELECT count(*), round(sum(tpm)) FROM transcript_quant WHERE sample_id = 'GSM131902'")
+    assert quant[0][0] > 0 and quant[0][1] == 1_000_000
+    _, qc = engine.fetch("SELECT tool, metric, value FROM qc_metrics WHERE sample_id = 'GSM131902' AND metric IN "
+                         "('reads_before', 'percent_mapped')")
+    figures = {(tool, metric): float(value) for tool, metric, value in qc}
+    assert figures[("fastp", "reads_before")] == 1500, "R1's reads only"
+    assert figures[("salmon", "percent_mapped")] > 90
+
 
 @pytest.mark.e2e
 def test_a_day_whose_real_series_has_no_sra_runs_found_fails_and_leaves_the_series_unresolved(local, dagbag_geo,
