@@ -8,8 +8,8 @@ exactly):
    SRA runs, through NCBI E-utilities (3 requests/s, 10 with the API key of the `ncbi_eutils` connection).
    A series' runs are found through its BioProject (and any SRA study GEO names), in the same searches as the
    series earlier runs could not resolve, which are looked up again.
-2. **register**: new paired-end samples enter the sample registry as *discovered*; samples already there
-   keep their status. Single-end samples and samples without public runs are listed and skipped. A
+2. **register**: new paired-end and single-end samples enter the sample registry as *discovered*, with their
+   layout; samples already there keep their status. Samples without public runs are listed and skipped. A
    sequencing series none of whose samples has a public run is recorded in the registry as *unresolved*,
    with the reason, and looked up again by later runs. When every series of the window resolved to nothing
    the run says so as a warning, and **fails** (check `all_series_resolved`) if one of them had samples.

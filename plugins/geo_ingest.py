@@ -7,10 +7,10 @@ downloads and QCs nothing twice and never undoes a review:
 
     search     series published in the window, their samples and SRA runs (E-utilities); series earlier runs
                could not resolve are looked up again with them
-    register   new paired-end samples -> discovered; each sample's record (runs, series) for its jobs; a
-               sequencing series none of whose samples has a public SRA run -> unresolved (with the reason)
-               in the registry, looked up again by later runs; a run whose series all resolved to nothing
-               warns, and fails if one of them had samples
+    register   new paired-end and single-end samples -> discovered (with their layout); each sample's record
+               (runs, series, layout) for its jobs; a sequencing series none of whose samples has a public SRA
+               run -> unresolved (with the reason) in the registry, looked up again by later runs; a run whose
+               series all resolved to nothing warns, and fails if one of them had samples
     plan       samples not yet QC'd -> downloading; units of up to ARRAY_CHUNK samples for array jobs
     outcomes   download done -> downloaded; QC verdict -> qc_passed / qc_failed; which series to report on
                and which to put to a reviewer (those with samples that passed QC and await review)
@@ -32,6 +32,7 @@ DEFAULT_QUERY = '"expression profiling by high throughput sequencing"[DataSet Ty
 MAX_SERIES = 2000
 MAX_LOOKUPS = 30  # runs that look an unresolved series up again; then it waits for a person (registry record)
 UNDECIDED = ("discovered", "downloading", "downloaded")
+LAYOUTS = ("PAIRED", "SINGLE")  # SRA library layouts ingested: R1 and R2, or R1 only
 
 
 class IngestConfigError(RunConfigError):
@@ -108,12 +109,13 @@ def _why_unresolved(series: GeoSeries) -> str:
 def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]],
              write_record: Callable[[str, dict[str, Any]], None], *, retried: list[str] = (),
              unresolved_before: list[str] = ()) -> dict[str, Any]:
-    """Register the paired-end samples (new ones as discovered; known ones untouched) and write each sample's
-    record for its jobs; record a sequencing series none of whose samples resolved to a public SRA run as
-    unresolved (and forget a series of ``unresolved_before`` that resolved now). ``retried``: the series of
-    ``series`` that earlier runs found (not this run's window). Returns the samples by series, what was
-    skipped and why, the unresolved series, and the run's ``warning`` and ``failure``: when every series the
-    window found resolved to nothing, a warning, and a failure if one of them had samples."""
+    """Register the paired-end and single-end samples (new ones as discovered, with their layout; known ones
+    untouched) and write each sample's record for its jobs; record a sequencing series none of whose samples
+    resolved to a public SRA run as unresolved (and forget a series of ``unresolved_before`` that resolved
+    now). ``retried``: the series of ``series`` that earlier runs found (not this run's window). Returns the
+    samples by series, what was skipped and why, the unresolved series, and the run's ``warning`` and
+    ``failure``: when every series the window found resolved to nothing, a warning, and a failure if one of
+    them had samples."""
     by_series: dict[str, list[str]] = {}
     skipped: list[str] = []
     unresolved: dict[str, str] = {}
@@ -142,10 +144,10 @@ def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]
         for sample in s["samples"]:
             if not GSM.ok(sample["gsm"]):
                 continue
-            if sample["layout"] != "PAIRED" or not sample["runs"]:
+            if sample["layout"] not in LAYOUTS or not sample["runs"]:
                 skipped.append(f"{sample['gsm']} ({s['gse']}): "
-                               + ("no public SRA run" if not sample["runs"] else f"{sample['layout']} library; "
-                                  "the pipelines take paired-end reads"))
+                               + ("no public SRA run" if not sample["runs"] else f"library layout "
+                                  f"{sample['layout']!r}; the pipelines take PAIRED or SINGLE"))
                 continue
             record = {"sample_id": sample["gsm"], "series": s["gse"], "runs": sample["runs"],
                       "layout": sample["layout"], "organism": sample["organism"], "published": s["published"]}
@@ -153,7 +155,7 @@ def register(registry: SampleRegistry, project: str, series: list[dict[str, Any]
             # library_strategy decides which pipelines the sample starts once approved (approval_routing)
             new += registry.register(project, sample["gsm"], series=s["gse"], title=sample["title"],
                                      runs=sample["runs"], organism=sample["organism"], published=s["published"],
-                                     series_title=s["title"], bases=sample["bases"],
+                                     series_title=s["title"], bases=sample["bases"], layout=sample["layout"],
                                      library_strategy=sample.get("strategy", ""))
             kept.append(sample["gsm"])
         if kept:

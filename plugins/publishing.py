@@ -71,7 +71,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("gwas_associations", "gwas/gwas_associations", "gwas_associations", unit_column="phenotype"),
         TableSpec("job_runs", "runs/job_runs", "job_runs", per_run=True,
                   added=("container_reason", "job_definition", "reused_from", "pipeline_version")),
-        TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc"),
+        TableSpec("ingest_qc", "ingest/ingest_qc", "ingest_qc", added=("layout",)),
         TableSpec("sample_outcomes", "runs/sample_outcomes", "sample_outcomes", per_run=True),
         # a germline cohort is replaced whole when rebuilt: its unit is the pipeline version, not a contig
         TableSpec("cohort_variants", "cohort/cohort_variants", "cohort_variants", unit_column="cohort"),

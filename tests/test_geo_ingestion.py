@@ -393,14 +393,33 @@ def _found() -> list[dict]:
     return [s.to_dict() for s in series]
 
 
+def test_a_single_end_sample_is_registered_with_its_layout_for_its_jobs_and_the_registry(registry):
+    records: dict[str, dict] = {}
+    register(registry, "geo", _found(), records.__setitem__)
+    layouts = {s["sample_id"]: s["layout"] for s in registry.samples("geo")}
+    assert layouts == {"GSM8100001": "PAIRED", "GSM8100002": "SINGLE", "GSM8100003": "PAIRED",
+                       "GSM8100010": "PAIRED"}
+    assert records["GSM8100002"]["layout"] == "SINGLE", "the download job reads the layout from the record"
+
+
+def test_a_sample_of_another_library_layout_is_skipped_with_the_layout_named(registry):
+    found = _found()
+    found[0]["samples"][1]["layout"] = "unknown"  # an experiment whose LIBRARY_LAYOUT the parser could not read
+    registered = register(registry, "geo", found, lambda gsm, record: None)
+    assert "GSM8100002" not in registered["by_series"]["GSE271001"]
+    assert any(s.startswith("GSM8100002") and "'unknown'" in s for s in registered["skipped"])
+
+
 def test_outcomes_move_samples_by_their_jobs_metrics_and_pick_series_to_report_and_review(registry):
     records: dict[str, dict] = {}
     registered = register(registry, "geo", _found(), records.__setitem__)
-    assert registered["by_series"] == {"GSE271001": ["GSM8100001", "GSM8100003"], "GSE271002": ["GSM8100010"]}
-    assert [s.split(" ")[0] for s in registered["skipped"]] == ["GSM8100002", "GSM8100011"]
+    assert registered["by_series"] == {"GSE271001": ["GSM8100001", "GSM8100002", "GSM8100003"],
+                                       "GSE271002": ["GSM8100010"]}
+    assert [s.split(" ")[0] for s in registered["skipped"]] == ["GSM8100011"], "no public SRA run"
     assert records["GSM8100001"]["runs"] == ["SRR31000011", "SRR31000012"]
     work = plan_work(registry, "geo", registered["by_series"])
-    assert work["todo"] == ["GSM8100001", "GSM8100003", "GSM8100010"] and work["units"] == [work["todo"]]
+    assert work["todo"] == ["GSM8100001", "GSM8100002", "GSM8100003", "GSM8100010"]
+    assert work["units"] == [work["todo"]]
     assert {s["status"] for s in registry.samples("geo")} == {"downloading"}
 
     def metrics(sample, step):
@@ -411,12 +430,15 @@ def test_outcomes_move_samples_by_their_jobs_metrics_and_pick_series_to_report_a
                             "gc_content": 0.5, "reason": "too few" if verdict == "qc_failed" else ""}}
 
     result = record_outcomes(registry, "geo", registered["by_series"], work["todo"], metrics)
-    assert result["qc_done"] == ["GSM8100001", "GSM8100003"] and result["incomplete"] == ["GSM8100010"]
-    assert result["reports"] == [{"series": "GSE271001", "samples": ["GSM8100001", "GSM8100003"]}]
+    assert result["qc_done"] == ["GSM8100001", "GSM8100002", "GSM8100003"] and result["incomplete"] == ["GSM8100010"]
+    assert result["reports"] == [{"series": "GSE271001", "samples": ["GSM8100001", "GSM8100002", "GSM8100003"]}]
     assert result["review"] == ["GSE271001"]
     status = {s["sample_id"]: s["status"] for s in registry.samples("geo")}
-    assert status == {"GSM8100001": "qc_passed", "GSM8100003": "qc_failed", "GSM8100010": "downloaded"}
-    body = review_body("GSE271001", registry.samples("geo")[:2], "s3://lake/reports/x/multiqc_report.html")
+    assert status == {"GSM8100001": "qc_passed", "GSM8100002": "qc_passed", "GSM8100003": "qc_failed",
+                      "GSM8100010": "downloaded"}
+    body = review_body("GSE271001", [s for s in registry.samples("geo") if s["sample_id"] in ("GSM8100001",
+                                                                                               "GSM8100003")],
+                       "s3://lake/reports/x/multiqc_report.html")
     assert "s3://lake/reports/x/multiqc_report.html" in body and "| GSM8100003 | qc_failed | 10 | 0.900 | too few |" in body
 
     again = plan_work(registry, "geo", register(registry, "geo", _found(), records.__setitem__)["by_series"])
@@ -503,15 +525,22 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
     snapshot, jobs = _snapshot(settings), _downloads(settings)
     assert sorted({s["series"] for s in snapshot.values()}) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210",
                                                                "GSE13211"]
-    assert len(snapshot) == 10, "13 samples in the mirror; the 3 single-end ones are skipped"
-    assert jobs == 10, "each sample downloaded once"
+    assert len(snapshot) == 13, "every sample in the mirror, the 3 single-end ones too"
+    assert jobs == 13, "each sample downloaded once"
+    single = sorted(g for g, s in snapshot.items() if s["layout"] == "SINGLE")
+    assert single == ["GSM131902", "GSM132002", "GSM132102"]
     status = {g: s["status"] for g, s in snapshot.items()}
     assert status["GSM131911"] == "qc_failed" and status["GSM132111"] == "qc_failed", "the low-quality samples"
     assert status["GSM132000"] == status["GSM132001"] == "rejected"
     assert snapshot["GSM132000"]["reviewed_by"] == "ana"
     assert snapshot["GSM132000"]["review_reason"] == "library prep notes missing"
     approved = sorted(g for g, s in status.items() if s == "approved")
-    assert approved == ["GSM131900", "GSM131901", "GSM131910", "GSM132100", "GSM132101", "GSM132110"]
+    assert approved == ["GSM131900", "GSM131901", "GSM131902", "GSM131910", "GSM132100", "GSM132101",
+                        "GSM132102", "GSM132110"], "the single-end samples passed QC and were approved too"
+    raw = lake.list_files(settings, settings.lake_root + "/raw/geo/")
+    assert {u.rsplit("/", 1)[-1] for u in raw if "GSM131902" in u} == {"GSM131902_R1.fastq.gz"}, "R1 only"
+    assert {u.rsplit("/", 1)[-1] for u in raw if "GSM131900" in u} == {"GSM131900_R1.fastq.gz",
+                                                                         "GSM131900_R2.fastq.gz"}
     assert sorted(a[0] for a in reviewer.answered) == ["GSE13190", "GSE13191", "GSE13200", "GSE13210", "GSE13211"]
     assert set(reviewer.responses) == {200}
 
@@ -524,11 +553,15 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
     assert review == {} or set(review.values()) == {"skipped"}
 
     engine = backend.query_engine(settings)
-    _, rows = engine.fetch("SELECT sample_id, series_id, verdict FROM ingest_qc ORDER BY sample_id")
-    assert len(rows) == 10 and ("GSM132111", "GSE13211", "qc_failed") in rows
+    _, rows = engine.fetch("SELECT sample_id, series_id, verdict, layout FROM ingest_qc ORDER BY sample_id")
+    assert len(rows) == 13 and ("GSM132111", "GSE13211", "qc_failed", "paired-end") in rows
+    assert ("GSM131902", "GSE13190", "qc_passed", "single-end") in rows
+    _, reads = engine.fetch("SELECT reads_before FROM ingest_qc WHERE sample_id IN ('GSM131900', 'GSM131902') "
+                            "ORDER BY sample_id")
+    assert reads == [(3000,), (1500,)], "1500 fragments: two mates each when paired, one read when single-end"
     report = lake.read_head(settings, settings.lake_root + "/reports/geo_ingestion/geo/GSE13190/multiqc_report.html",
                             1 << 24)
-    assert b"MultiQC" in report and b"GSM131900" in report
+    assert b"MultiQC" in report and b"GSM131900" in report and b"GSM131902" in report
 
     # what approval is for: rnaseq's "all approved" resolves to them, reads in the lake's raw/geo/
     spec = PipelineSpec("rnaseq", ["fastp", "salmon_quant"], ["transcriptome.fa", "tx2gene.tsv"], "salmon")
@@ -540,6 +573,22 @@ def test_backfilling_three_days_twice_leaves_the_same_registry_and_downloads_not
                     list_files=lambda prefix: lake.list_files(settings, prefix),
                     approved_samples=backend.sample_registry(settings).approved, max_map_length=1024)
     assert plan["samples"] == approved and plan["todo"] == approved
+
+    # and an approved single-end sample runs through rnaseq from there, on the local backend
+    from airflow.dag_processing.dagbag import DagBag
+
+    rnaseq = DagBag(dag_folder=str(Path(__file__).parent.parent / "dags" / "rnaseq.py")).dags["rnaseq"]
+    run = rnaseq.test(run_conf={"project": "geo", "samples": ["GSM131902"], "reference": "synthetic-v1",
+                                "min_reads": 1000})  # 1500 reads: below the production default
+    assert run.state == "success"
+    engine = backend.query_engine(settings)  # one that sees the tables rnaseq published
+    _, quant = engine.fetch("SELECT count(*), round(sum(tpm)) FROM transcript_quant WHERE sample_id = 'GSM131902'")
+    assert quant[0][0] > 0 and quant[0][1] == 1_000_000
+    _, qc = engine.fetch("SELECT tool, metric, value FROM qc_metrics WHERE sample_id = 'GSM131902' AND metric IN "
+                         "('reads_before', 'percent_mapped')")
+    figures = {(tool, metric): float(value) for tool, metric, value in qc}
+    assert figures[("fastp", "reads_before")] == 1500, "R1's reads only"
+    assert figures[("salmon", "percent_mapped")] > 90
 
 
 @pytest.mark.e2e
@@ -627,3 +676,32 @@ def test_a_series_with_nothing_to_decide_is_not_put_to_anyone(aws, monkeypatch):
     op.execute({})
     assert asked == ["QC review GSE9 (geo): 1 sample(s) passed QC, 1 failed"]
     assert "s3://genomics-lake/lake/reports/geo_ingestion/geo/GSE9/multiqc_report.html" in op.body
+
+
+# --- what fasterq-dump --split-files writes for a run -------------------------------------------------------------
+@pytest.mark.parametrize("written", [["SRR1_1.fastq"], ["SRR1.fastq"]])
+def test_a_single_end_runs_one_fastq_is_its_r1_whichever_name_fasterq_dump_gave_it(tmp_path, written):
+    from genomics_steps.ingest import _dumped
+
+    for name in written:
+        (tmp_path / name).write_text("@r\nA\n+\nI\n")
+    assert _dumped(tmp_path, "SRR1", 1) == [tmp_path / written[0]]
+
+
+def test_a_single_end_run_that_dumps_a_second_read_fails_naming_the_run(tmp_path):
+    from genomics_steps.ingest import _dumped
+    from genomics_steps.step import StepFailed
+
+    for name in ("SRR1_1.fastq", "SRR1_2.fastq"):
+        (tmp_path / name).write_text("@r\nA\n+\nI\n")
+    with pytest.raises(StepFailed, match="SRR1_2.fastq: SRR1 has a second read"):
+        _dumped(tmp_path, "SRR1", 1)
+
+
+def test_a_paired_end_run_without_its_second_file_fails_naming_it(tmp_path):
+    from genomics_steps.ingest import _dumped
+    from genomics_steps.step import StepFailed
+
+    (tmp_path / "SRR1.fastq").write_text("@r\nA\n+\nI\n")
+    with pytest.raises(StepFailed, match="no SRR1_1.fastq: is SRR1 paired-end"):
+        _dumped(tmp_path, "SRR1", 2)

@@ -8,7 +8,7 @@ the same mirror). Their samples are real SRA archives: reads simulated from the 
 fasterq-dump reads them as it reads NCBI's. Among them, on purpose:
 - a sample sequenced in two runs (the download joins them);
 - on days with two series, a sample of very low base quality (QC fails it);
-- a single-end sample (ingestion skips it: the pipelines take paired-end reads);
+- a single-end sample (one read per spot: fasterq-dump gives it one file, ingestion writes R1 only);
 - on days with two series, a second series like recent real ones (GSE292461 in shared/real-data/eutils): its
   document has ``"extrelations": []`` and only its ``bioproject``, so its runs are found through the BioProject.
 Every series has a BioProject and every experiment names it (``<Bioproject>`` in its expxml), as NCBI's do.

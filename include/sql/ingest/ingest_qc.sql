@@ -1,4 +1,5 @@
--- One row per ingested GEO sample: its series, fastp's figures and the QC verdict the reviewer saw.
+-- One row per ingested GEO sample: its series, fastp's figures, the QC verdict the reviewer saw and its
+-- library layout (paired-end or single-end).
 SELECT
   {{ pipeline }} AS pipeline,
   {{ pipeline_version }} AS pipeline_version,
@@ -11,6 +12,7 @@ SELECT
   duplication_rate,
   verdict,
   reason,
+  layout,
   {{ project }} AS project,
   {{ unit_column }}
 FROM {{ database }}.{{ staging_table }}

@@ -8,5 +8,6 @@
   gc_content double,
   duplication_rate double,
   verdict string,
-  reason string
+  reason string,
+  layout string
 {% endblock %}
