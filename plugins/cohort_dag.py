@@ -18,13 +18,14 @@ from airflow.sdk import task
 from operators.batch_job import BatchJobOperator
 from operators.fsx import FsxCreateOperator, FsxDeleteOperator
 from operators.publish import PublishTableOperator
+from pipeline_dag import PROJECT_PRODUCTS_POOL, RUN_PROJECT
 
 FSX = "{{ ti.xcom_pull(task_ids='cohort_fsx_create') | tojson }}"
 
 
 def _cohort_job(task_id: str, subcommand: str, plan_uri: Any, **kwargs: Any) -> BatchJobOperator:
     return BatchJobOperator(
-        task_id=task_id, step=task_id, project="{{ params.project }}", pipeline="germline",
+        task_id=task_id, step=task_id, project=RUN_PROJECT, pipeline="germline",
         job_definition="genomics-germline",
         command=["python3", "-m", "genomics_steps.cohort", subcommand, "--pipeline-version",
                  "{{ params.pipeline_version }}", "--reference", "{{ params.reference }}", "--plan", plan_uri,
@@ -36,10 +37,11 @@ def cohort_tasks(settled: Any) -> Any:
     """Add the cohort tasks after ``settled`` (the ``outcomes`` task's output); returns the summary task."""
 
     @task(multiple_outputs=True)
-    def cohort_plan(stopped: str, params=None) -> dict:
+    def cohort_plan(stopped: str, params=None, ti=None) -> dict:
         from cohort_plan import plan_for_airflow
 
-        return plan_for_airflow(params, stopped)
+        # the run's project as its plan chose it (an approval-started run's comes from its asset events)
+        return plan_for_airflow({**params, "project": ti.xcom_pull(task_ids="plan", key="project")}, stopped)
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def cohort_changed(plan: dict) -> bool:
@@ -58,14 +60,16 @@ def cohort_tasks(settled: Any) -> Any:
     plan = cohort_plan(settled["stopped"])
     settled >> plan
     changed = cohort_changed(plan)
-    fsx = FsxCreateOperator(task_id="cohort_fsx_create", project="{{ params.project }}", inputs=plan["results"],
+    fsx = FsxCreateOperator(task_id="cohort_fsx_create", project=RUN_PROJECT, inputs=plan["results"],
                             output_folder=None, capacity_gib="{{ params.cohort_fsx_capacity_gib }}", aws_only=True)
     regions = _cohort_job("cohort_call_regions", "call-region", plan["plan_uri"], samples=plan["regions"],
                           environment={"GENOMICS_FSX": FSX}, vcpus=1, memory_mib=2048)
-    merge = _cohort_job("cohort_merge", "merge", plan["plan_uri"], vcpus=1, memory_mib=2048)
+    merge = _cohort_job("cohort_merge", "merge", plan["plan_uri"], vcpus=1, memory_mib=2048,
+                        pool=PROJECT_PRODUCTS_POOL)
     publish = PublishTableOperator(task_id="publish_cohort_variants", table="cohort_variants",
-                                   project="{{ params.project }}", pipeline="germline",
-                                   pipeline_version="{{ params.pipeline_version }}", units=plan["units"])
+                                   project=RUN_PROJECT, pipeline="germline",
+                                   pipeline_version="{{ params.pipeline_version }}", units=plan["units"],
+                                   pool=PROJECT_PRODUCTS_POOL)
     delete = FsxDeleteOperator(task_id="cohort_fsx_delete")
     summary = cohort(plan)
     changed >> fsx >> regions

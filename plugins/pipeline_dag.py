@@ -16,6 +16,10 @@ from pipeline_plan import PipelineSpec
 
 # The run's project as plan chose it: the run config's, or, for a run started by asset events, the events'
 RUN_PROJECT = "{{ ti.xcom_pull(task_ids='plan', key='project') }}"
+# What every sample of a project and version shares (rnaseq's count matrices, germline's cohort) is built and
+# published by one run at a time: runs of a backfill go side by side, and two of them would write the same
+# files and publish the same unit at once. One slot, held while the job's task waits deferred (pools.json).
+PROJECT_PRODUCTS_POOL = "project_products"
 
 
 def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, Any]:

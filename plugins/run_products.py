@@ -14,6 +14,7 @@ from airflow.sdk import task
 
 from operators.batch_job import BatchJobOperator
 from operators.publish import PublishTableOperator
+from pipeline_dag import PROJECT_PRODUCTS_POOL, RUN_PROJECT
 from pipeline_plan import PipelineSpec
 
 VERSION = "{{ params.pipeline_version }}"
@@ -25,7 +26,7 @@ def run_report(spec: PipelineSpec, planned: Any, settled: Any, verdict: Any) -> 
     ``publish_run_reports``; all before ``verdict``."""
 
     @task(multiple_outputs=True)
-    def report_samples(samples: list[str], settled: dict, params=None, dag_run=None) -> dict:
+    def report_samples(project: str, samples: list[str], settled: dict, params=None, dag_run=None) -> dict:
         import json
 
         from genomics_steps import layout
@@ -34,19 +35,19 @@ def run_report(spec: PipelineSpec, planned: Any, settled: Any, verdict: Any) -> 
 
         settings = PlatformSettings.resolve()
         prefix = layout.run_report_prefix(settings.lake_root, spec.name, params["pipeline_version"],
-                                          params["project"], dag_run.run_id)
+                                          project, dag_run.run_id)
         lake.write_text(settings, prefix + "samples.json", json.dumps({"samples": sorted(samples)}))
         return {"uri": prefix + "multiqc_report.html", "units": [layout.run_key(dag_run.run_id)]}
 
-    listed = report_samples(planned["samples"], settled)
+    listed = report_samples(planned["project"], planned["samples"], settled)
     report = BatchJobOperator(
-        task_id="multiqc", step="multiqc", project="{{ params.project }}", pipeline=spec.name,
+        task_id="multiqc", step="multiqc", project=RUN_PROJECT, pipeline=spec.name,
         job_definition=f"genomics-{spec.name}",
         command=["python3", "-m", "genomics_steps.run_report", "multiqc", "--pipeline-version", VERSION],
         vcpus=1, memory_mib=4096, timeout_seconds=3600,
     )
     publish = PublishTableOperator(task_id="publish_run_reports", table="run_reports",
-                                   project="{{ params.project }}", pipeline=spec.name, pipeline_version=VERSION,
+                                   project=RUN_PROJECT, pipeline=spec.name, pipeline_version=VERSION,
                                    units=listed["units"])
     listed["uri"] >> report >> publish >> verdict
     return report
@@ -62,14 +63,14 @@ def count_matrices(spec: PipelineSpec, settled: Any, verdict: Any) -> BatchJobOp
         return bool(settled["publish"]) and not settled["stopped"]
 
     merge = BatchJobOperator(
-        task_id="merge", step="merge", project="{{ params.project }}", pipeline=spec.name,
+        task_id="merge", step="merge", project=RUN_PROJECT, pipeline=spec.name,
         job_definition=f"genomics-{spec.name}",
         command=["python3", "-m", f"genomics_steps.{spec.name}", "merge", "--pipeline-version", VERSION,
                  "--reference", "{{ params.reference }}", "--force", "{{ params.force }}"],
-        vcpus=2, memory_mib=4096, timeout_seconds=4 * 3600,
+        vcpus=2, memory_mib=4096, timeout_seconds=4 * 3600, pool=PROJECT_PRODUCTS_POOL,
     )
     publish = PublishTableOperator(task_id="publish_rnaseq_matrices", table="rnaseq_matrices",
-                                   project="{{ params.project }}", pipeline=spec.name, pipeline_version=VERSION,
-                                   units=[VERSION])
+                                   project=RUN_PROJECT, pipeline=spec.name, pipeline_version=VERSION,
+                                   units=[VERSION], pool=PROJECT_PRODUCTS_POOL)
     matrices_wanted(settled) >> merge >> publish >> verdict
     return merge

@@ -158,17 +158,45 @@ def regenie_context(builder: str, regenie: str, base: str) -> str:
     return f"docker-image://{REGENIE_IMAGE}"
 
 
+# pyarrow in the rnaseq image: the newest release line that imports beside Debian bookworm's NumPy 1.24, which
+# the image's MultiQC and matplotlib are built for (pyarrow 26, the host's, requires NumPy 2). The matrices'
+# Parquet files are written through pyarrow's table writer, the same in both.
+IMAGE_PYARROW = "17.0.0"
+
+
+def wheels_context(name: str, work: Path) -> tuple[str, dict[str, str]]:
+    """The "wheels" build context of a steps image and its build args: rnaseq's holds the pyarrow wheel (Debian
+    bookworm has no pyarrow), downloaded by the host's pip, which knows how this machine reaches PyPI (inside a
+    build, pip would not); the others an empty folder."""
+    folder = work / f"wheels-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if name != "rnaseq":
+        return str(folder), {}
+    version = IMAGE_PYARROW
+    machine = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[os.uname().machine]
+    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+         "--python-version", "3.11", "--implementation", "cp", "--platform", f"manylinux_2_28_{machine}",
+         "--platform", f"manylinux_2_17_{machine}", "--platform", f"manylinux2014_{machine}", "-d", str(folder),
+         f"pyarrow=={version}"])
+    return str(folder), {"PYARROW_VERSION": version}
+
+
 def build(names: list[str], builder: str, tag: str, regenie: str) -> dict[str, float]:
     base = debian_base(builder)
     seconds = {}
+    work = Path(tempfile.mkdtemp(prefix="images-build-"))
     for name in names:
         dockerfile, args = IMAGES[name]
         contexts = {"regenie": regenie_context(builder, regenie, base)} if name == "gwas" else {}
+        if dockerfile == "docker/steps/Dockerfile":
+            contexts["wheels"], extra = wheels_context(name, work)
+            args = {**args, **extra}
         started = time.monotonic()
         log(f"building genomics-{name}:{tag} with {builder} from {dockerfile} on {base}")
         run(build_argv(builder, dockerfile, [f"genomics-{name}:{tag}", f"genomics-{name}:{LOCAL_TAG}"],
                        {**args, "BASE": base, "IMAGE_TAG": tag}, contexts), cwd=ROOT)
         seconds[name] = round(time.monotonic() - started, 1)
+    shutil.rmtree(work, ignore_errors=True)
     return seconds
 
 
@@ -230,6 +258,8 @@ def run_rnaseq(runner: Runner) -> dict:
     runner([*module, "fastp", "--pipeline-version", "check"], GENOMICS_SAMPLE="S1")
     runner([*module, "salmon-quant", "--pipeline-version", "check", "--reference", "synthetic-v1"],
            GENOMICS_SAMPLE="S1")
+    runner([*module, "merge", "--pipeline-version", "check", "--reference", "synthetic-v1"])  # pyarrow, numpy
+    matrices = lake / "results/rnaseq/check/project=check/matrices"
     sample = lake / "results/rnaseq/check/project=check/sample=S1"
     quant = {}
     for line in (sample / "salmon_quant/quant.sf").read_text().splitlines()[1:]:
@@ -240,6 +270,7 @@ def run_rnaseq(runner: Runner) -> dict:
         "fastp": _metrics(sample, "fastp")["metrics"],
         "tpm": quant,
         "spearman": synthetic.quantification_spearman(lake.as_uri(), "check", "S1", quant),
+        "matrices": sorted(p.name for p in matrices.iterdir() if p.suffix in (".tsv", ".parquet")),
     }
 
 
@@ -320,7 +351,7 @@ def comparison_problems(name: str, host: dict, image: dict) -> list[str]:
     problems = []
     if host["tools"] != image["tools"]:
         problems.append(f"{name}: tool versions differ: host {host['tools']}, image {image['tools']}")
-    for key in ("fastp", "records", "top_hits"):
+    for key in ("fastp", "records", "top_hits", "matrices"):
         if key in host and host[key] != image[key]:
             problems.append(f"{name}: {key} differs between the host run and the image run")
     if "tpm" in host:
