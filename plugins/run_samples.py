@@ -82,11 +82,12 @@ def plan_this_run(spec: Any, params: Mapping[str, Any], dag_run: Any,
     from platform_settings import PlatformSettings
 
     settings = PlatformSettings.resolve()
-    registry = backend.sample_registry(settings)
     events = [{"uri": event.asset.uri, "extra": dict(event.extra or {})}
               for event in getattr(dag_run, "consumed_asset_events", None) or []]
     chosen = select(pipeline=spec.name, run_type=getattr(dag_run, "run_type", None), conf=dag_run.conf,
-                    params=params, interval=interval, events=events, approved_between=registry.approved_between)
+                    params=params, interval=interval, events=events,
+                    # the registry only when the selection needs it: a run given its samples needs none
+                    approved_between=lambda *a, **k: backend.sample_registry(settings).approved_between(*a, **k))
     for other, samples in chosen.elsewhere.items():
         print(f"{spec.name}: asset events also named project {other!r}: {samples[:20]}"
               f"{' ...' if len(samples) > 20 else ''}; not run here (one project per run): a run of project "
