@@ -154,10 +154,25 @@ def test_missing_index_is_planned_for_building_and_present_index_is_not():
 
 # --- the DAGs ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def dagbag():
+def _parsed_dags():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture
+def dagbag(_parsed_dags):
+    """The parsed DAGs, their Params as parsed for every test. In one process, dag.test() writes a run's conf
+    into the DAG's own Param objects (Airflow merges the conf into a ParamsDict holding those objects): a run
+    given input_uri would hand it to the next test's run that gives none. A worker runs each task in a fresh
+    process, where this cannot happen. The tasks' own copies are put back too."""
+    holders = [dag.params for dag in _parsed_dags.dags.values()]
+    holders += [task.params for dag in _parsed_dags.dags.values() for task in dag.tasks if task.params]
+    defaults = [(params, {name: params.get_param(name).value for name in params}) for params in holders]
+    yield _parsed_dags
+    for params, values in defaults:
+        for name, value in values.items():
+            params.get_param(name).value = value
 
 
 def test_pipeline_dags_chain_their_steps_per_sample_and_publish_their_tables(dagbag):
