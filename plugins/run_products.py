@@ -58,7 +58,8 @@ def count_matrices(spec: PipelineSpec, settled: Any, verdict: Any) -> BatchJobOp
     project's matrices over every complete sample of the version; genomics_steps.matrices) ->
     ``publish_rnaseq_matrices``; all before ``verdict``."""
 
-    @task.short_circuit
+    # only merge and its publish are skipped: the verdict still runs (and fails a run with a failed sample)
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
     def matrices_wanted(settled: dict) -> bool:
         return bool(settled["publish"]) and not settled["stopped"]
 
