@@ -80,10 +80,11 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
         from genomics_steps import layout
 
         result["report"] = layout.run_report_prefix(settings.lake_root, spec.name, params["pipeline_version"],
-                                                    project, dag_run.run_id) + "multiqc_report.html"
+                                                    project, dag_run.run_id) + "multiqc_report.html" \
+            if result["job_units"] else ""  # a run that ran no job writes no report (run_products)
         print(f"{spec.name}: {len(result['publish'])} sample(s) to publish; {len(result['failed'])} failed "
               f"{sorted(result['failed'])[:20]}; {len(result['excluded'])} excluded {sorted(result['excluded'])[:20]}"
-              f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}; run report: {result['report']}")
+              f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}; run report: {result['report'] or 'none'}")
         return result
 
     @task

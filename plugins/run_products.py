@@ -39,7 +39,14 @@ def run_report(spec: PipelineSpec, planned: Any, settled: Any, verdict: Any) -> 
         lake.write_text(settings, prefix + "samples.json", json.dumps({"samples": sorted(samples)}))
         return {"uri": prefix + "multiqc_report.html", "units": [layout.run_key(dag_run.run_id)]}
 
+    # a run that ran no job (every sample done before: a repeated backfill) has nothing new to report and
+    # submits nothing; only the report's tasks are skipped, the verdict still runs
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def report_wanted(settled: dict) -> bool:
+        return bool(settled["job_units"])
+
     listed = report_samples(planned["project"], planned["samples"], settled)
+    report_wanted(settled) >> listed
     report = BatchJobOperator(
         task_id="multiqc", step="multiqc", project=RUN_PROJECT, pipeline=spec.name,
         job_definition=f"genomics-{spec.name}",
@@ -61,7 +68,8 @@ def count_matrices(spec: PipelineSpec, settled: Any, verdict: Any) -> BatchJobOp
     # only merge and its publish are skipped: the verdict still runs (and fails a run with a failed sample)
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def matrices_wanted(settled: dict) -> bool:
-        return bool(settled["publish"]) and not settled["stopped"]
+        # a run whose samples were all done before (a repeated backfill) changes no matrix: nothing is submitted
+        return bool(settled["publish"]) and not settled["stopped"] and bool(settled["job_units"])
 
     merge = BatchJobOperator(
         task_id="merge", step="merge", project=RUN_PROJECT, pipeline=spec.name,
