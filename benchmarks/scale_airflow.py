@@ -83,6 +83,18 @@ def plant_lake(s3: Any, lake: str, samples: list[str], done: list[str]) -> None:
             put(layout.step_prefix(lake, "rnaseq", VERSION, PROJECT, sample, step) + layout.METRICS, b"{}")
 
 
+def stage_report_row(s3: Any, lake: str, run_id: str) -> None:
+    """The one output of the run's multiqc job that Airflow reads back: its staged run_reports row. The simulated
+    Batch runs no step code, so the harness writes what the job would (genomics_steps.run_report)."""
+    bucket = lake.removeprefix("s3://").partition("/")[0]
+    run = layout.run_key(run_id)
+    uri = layout.staging_prefix(lake, "run_reports", "rnaseq", run, PROJECT) + f"run_label={run}/report.tsv"
+    columns = ["run_id", "uri", "samples", "failed", "excluded", "failed_samples", "excluded_samples"]
+    row = [run_id, f"{lake}/reports/simulated.html", "0", "0", "0", "", ""]
+    body = "\t".join(columns) + "\n" + "\t".join(row) + "\n"
+    s3.put_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"), Body=body.encode())
+
+
 class Airflow:
     """api-server, scheduler, dag-processor and triggerer as separate processes (the triggerer can be killed
     and restarted), on a fresh SQLite database."""
@@ -179,6 +191,8 @@ def run_once(args: argparse.Namespace, done_fraction: float, faults: dict[str, A
                 "fan_out": args.fan_out} if dag_id == "rnaseq" else {"samples": samples}  # it cannot skip any
         started = time.monotonic()
         run_id = airflow.api(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        if dag_id == "rnaseq":
+            stage_report_row(boto3.client("s3", region_name="eu-west-1"), env["GENOMICS_LAKE_URI"], run_id)
         peak_triggers, kills, deadline, deferred_since = 0, 0, started + args.timeout, None
         steps_counts = None  # moto's counts when the per-sample steps were over (before outcomes and publishing)
         while time.monotonic() < deadline:
