@@ -184,9 +184,12 @@ class Step:
         return mates[0], (mates[1] if len(mates) > 1 else None)
 
     def _joined(self, mate: str, files: tuple[str, ...]) -> Path:
+        # named <sample>_R1.fastq.gz whatever the sequencer called it: the tools (fastp) name the sample after
+        # their input file, and the run's MultiQC report maps that name back to the sample id
+        local = f"{self.sample}_{mate}.fastq.gz"
         if len(files) == 1:
-            return self.input(files[0], f"{mate}-{files[0].rsplit('/', 1)[-1]}")
-        joined = self.work / "in" / f"{mate}.joined.fastq.gz"
+            return self.input(files[0], local)
+        joined = self.work / "in" / local
         joined.parent.mkdir(parents=True, exist_ok=True)
         with open(joined, "wb") as out:
             for i, uri in enumerate(files):
