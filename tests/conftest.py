@@ -29,7 +29,7 @@ def _no_real_aws(monkeypatch, _tests_local_home):
     """No test may reach AWS: fake credentials, a fixed region, and no platform env from the developer's shell
     (the local backend's home is the tests' own)."""
     for key in list(os.environ):
-        if key.startswith("GENOMICS_"):
+        if key.startswith(("GENOMICS_", "AWS_ENDPOINT_URL")):  # nor an endpoint an earlier test pointed at
             monkeypatch.delenv(key)
     monkeypatch.setenv("GENOMICS_LOCAL_HOME", _tests_local_home)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

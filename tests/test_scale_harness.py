@@ -18,14 +18,17 @@ pytestmark = pytest.mark.e2e
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
-@pytest.fixture(autouse=True)
-def _own_environment():
-    """The harness points this process's AWS endpoint at its moto server (simulated_aws.start); later tests
-    must not inherit an endpoint that no longer answers."""
+def _restored_environment():
     before = dict(os.environ)
     yield
     os.environ.clear()
     os.environ.update(before)
+
+
+# The harness points this process's AWS endpoint at its moto server (simulated_aws.start); later tests must not
+# inherit an endpoint that no longer answers: not after a test, and not after the module's shared run either.
+_own_environment = pytest.fixture(autouse=True)(_restored_environment)
+_own_module_environment = pytest.fixture(autouse=True, scope="module")(_restored_environment)
 
 
 def _args(**overrides) -> argparse.Namespace:

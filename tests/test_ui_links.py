@@ -116,11 +116,15 @@ def test_an_id_cannot_change_the_page_a_link_opens():
     assert url.endswith("#file-system-details/fs-1%2F..%2F..%2Fiam%23x%3Fy")
 
 
-def test_the_ui_reads_each_link_from_the_key_the_task_pushes_it_to():
+def test_the_ui_reads_each_link_from_the_key_the_task_pushes_it_to(monkeypatch):
     """Through Airflow 3.3's DAG serialization, as the API server gets the tasks: each link is its name and an
     XCom key, and that key must be the one the task pushed the URL to."""
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import DagSerialization
+
+    # The API server loads DAGs with their links; the scheduler does not, and Airflow keeps that choice in a
+    # class attribute that the last SerializedDagModel load (any earlier test's scheduler code) left behind.
+    monkeypatch.setattr(DagSerialization, "_load_operator_extra_links", True)
 
     from operators.fsx import FsxCreateOperator, FsxExportOperator
     from operators.publish import PublishTableOperator
