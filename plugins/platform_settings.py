@@ -99,6 +99,11 @@ class PlatformSettings:
     store_refresh_seconds: float = 30.0
     # Long-poll wait of one receive call on the event queue.
     event_wait_seconds: float = 20.0
+    # A deferred task's trigger fires no sooner than this after the deferral. Airflow 3.3's scheduler can
+    # fail a try whose trigger fires before it has processed the deferring process's exit
+    # (apache/airflow#67287, #72716): a job or query over within seconds (a local job with nothing to do, a
+    # quick Athena statement) would cost a failed try and the retry delay. 0 fires at once.
+    min_defer_seconds: float = 10.0
 
     # --- local backend -----------------------------------------------------------------------
     # Directory holding the local control plane, event queue, job-state store, logs and lake.
@@ -127,6 +132,8 @@ class PlatformSettings:
             raise SettingsError(f"local_price_per_hour must be 0 or more, got {self.local_price_per_hour!r}")
         if self.reconcile_after_seconds <= 0:
             raise SettingsError("reconcile_after_seconds must be positive")
+        if not self.min_defer_seconds >= 0:
+            raise SettingsError(f"min_defer_seconds must be 0 or more, got {self.min_defer_seconds!r}")
         from approval_routing import route_problems
 
         problems = route_problems(self.pipeline_routes)

@@ -32,6 +32,7 @@ def _no_real_aws(monkeypatch, _tests_local_home):
         if key.startswith(("GENOMICS_", "AWS_ENDPOINT_URL")):  # nor an endpoint an earlier test pointed at
             monkeypatch.delenv(key)
     monkeypatch.setenv("GENOMICS_LOCAL_HOME", _tests_local_home)
+    monkeypatch.setenv("GENOMICS_MIN_DEFER_SECONDS", "0")  # see use_settings
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -39,8 +40,12 @@ def _no_real_aws(monkeypatch, _tests_local_home):
 
 def use_settings(monkeypatch, settings: PlatformSettings, **changes: Any) -> PlatformSettings:
     """Make PlatformSettings.resolve() return ``settings`` with ``changes`` (through the environment, as in
-    production)."""
-    settings = replace(settings, **changes)
+    production).
+
+    Tests run triggers themselves or through ``dag.test``, with no scheduler whose race the trigger's hold
+    (``min_defer_seconds``) guards against: it is 0 here unless a test asks for it. Tests through a real
+    scheduler (the e2e and UI tests) keep the default."""
+    settings = replace(settings, **{"min_defer_seconds": 0.0, **changes})
     for key, value in settings.to_dict().items():
         env = "GENOMICS_" + key.upper()
         if value is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import pytest
 import structlog
@@ -495,12 +496,32 @@ def test_a_missing_event_queue_fails_the_wait_with_a_clear_message(aws, monkeypa
 
 def test_trigger_serializes_to_its_constructor_arguments(aws):
     trigger = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict(), terminate_on_kill=False,
-                                   progress_interval_seconds=5)
+                                   progress_interval_seconds=5, deferred_at=1_796_000_000.5)
     classpath, kwargs = trigger.serialize()
     assert classpath == "triggers.batch_events.BatchJobEventTrigger"
     assert kwargs == {"job_ids": ["a"], "settings": aws.settings.to_dict(), "terminate_on_kill": False,
-                      "progress_interval_seconds": 5}
+                      "progress_interval_seconds": 5, "deferred_at": 1_796_000_000.5}
     assert BatchJobEventTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_trigger_built_at_deferral_keeps_that_time_through_a_triggerer_restart(aws):
+    before = time.time()
+    _, kwargs = BatchJobEventTrigger(job_ids=["a"], settings=aws.settings.to_dict()).serialize()
+    assert before <= kwargs["deferred_at"] <= time.time()
+    time.sleep(0.01)
+    assert BatchJobEventTrigger(**kwargs).deferred_at == kwargs["deferred_at"]  # rebuilt in the triggerer
+
+
+def test_a_job_over_at_once_is_reported_no_sooner_than_min_defer_seconds_after_the_deferral(aws, monkeypatch):
+    """Airflow 3.3's scheduler fails a try whose trigger fires before it has processed the deferral
+    (apache/airflow#72716): the event of a job that ends within a second waits for the hold."""
+    settings = use_settings(monkeypatch, aws.settings, min_defer_seconds=1.5)
+    op, context = make_op(sample="S1"), task_context()
+    trigger = submit(op, context)
+    aws.sim.run_until_done()
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "success"
+    assert time.time() - trigger.deferred_at >= settings.min_defer_seconds
 
 
 def test_a_trigger_logs_progress_once_a_minute_unless_told_otherwise(aws):

@@ -658,11 +658,12 @@ def test_aws_publish_of_a_new_version_swaps_both_views_and_supersedes_the_old_ve
 def test_athena_trigger_serializes_its_arguments_exactly(aws):
     from triggers.athena_query import AthenaQueryTrigger
 
-    trigger = AthenaQueryTrigger(query_id="q-1", step="write-000", settings=aws.settings.to_dict())
+    trigger = AthenaQueryTrigger(query_id="q-1", step="write-000", settings=aws.settings.to_dict(),
+                                 deferred_at=1_796_000_000.5)
     path, kwargs = trigger.serialize()
     assert path == "triggers.athena_query.AthenaQueryTrigger"
     assert kwargs == {"query_id": "q-1", "step": "write-000", "settings": aws.settings.to_dict(),
-                      "max_interval_seconds": 30.0}
+                      "max_interval_seconds": 30.0, "deferred_at": 1_796_000_000.5}
     assert AthenaQueryTrigger(**kwargs).serialize() == (path, kwargs)
 
 

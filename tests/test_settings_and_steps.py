@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -80,3 +81,33 @@ def test_tests_record_their_runs_and_jobs_apart_from_the_demos():
     database = Path(airflow_settings.engine.url.database).resolve()  # where dag.test() records its runs
     assert demo_home not in database.parents
     assert PlatformSettings.resolve().local_home_path.resolve() != demo_platform
+
+
+@pytest.mark.parametrize("deferred_ago, slept", [
+    (3.0, [7.0]),      # deferred 3 s ago: the event waits the rest of the 10 s
+    (30.0, []),        # a wait that lasted longer fires at once
+    (-600.0, [10.0]),  # a triggerer whose clock is behind the worker's waits no more than the hold itself
+])
+def test_a_triggers_event_is_held_until_min_defer_seconds_after_the_deferral(monkeypatch, deferred_ago, slept):
+    from types import SimpleNamespace
+
+    import triggers
+
+    now, waited = 1_796_000_000.0, []
+
+    async def sleep(seconds):
+        waited.append(round(seconds, 6))
+
+    monkeypatch.setattr(triggers, "time", SimpleNamespace(time=lambda: now))
+    monkeypatch.setattr(triggers, "asyncio", SimpleNamespace(sleep=sleep))
+    settings = PlatformSettings(min_defer_seconds=10.0).to_dict()
+    asyncio.run(triggers.hold_until_settled(now - deferred_ago, settings))
+    assert waited == slept
+
+
+def test_the_hold_is_ten_seconds_unless_set_and_never_negative(monkeypatch):
+    assert PlatformSettings().min_defer_seconds == 10.0
+    monkeypatch.setenv("GENOMICS_MIN_DEFER_SECONDS", "2.5")
+    assert PlatformSettings.resolve(use_airflow_variable=False).min_defer_seconds == 2.5
+    with pytest.raises(SettingsError, match=r"min_defer_seconds must be 0 or more, got -1"):
+        PlatformSettings(min_defer_seconds=-1)

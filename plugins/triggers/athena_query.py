@@ -7,11 +7,13 @@ with a growing interval (2 s, doubling to 30 s) is cheap here; it only reads, so
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from platform_settings import PlatformSettings
+from triggers import hold_until_settled
 
 
 class AthenaQueryTrigger(BaseTrigger):
@@ -21,20 +23,24 @@ class AthenaQueryTrigger(BaseTrigger):
     :param step: the publish step it belongs to (handed back in the event).
     :param settings: resolved ``PlatformSettings.to_dict()``.
     :param max_interval_seconds: longest pause between two GetQueryExecution calls.
+    :param deferred_at: when the task deferred (epoch seconds; now if not given): the event is held until
+        ``min_defer_seconds`` after it (``triggers.hold_until_settled``).
     """
 
-    def __init__(self, query_id: str, step: str, settings: dict[str, Any], max_interval_seconds: float = 30.0):
+    def __init__(self, query_id: str, step: str, settings: dict[str, Any], max_interval_seconds: float = 30.0,
+                 deferred_at: float | None = None):
         super().__init__()
         self.query_id = query_id
         self.step = step
         self.settings = dict(settings)
         self.max_interval_seconds = max_interval_seconds
+        self.deferred_at = deferred_at if deferred_at is not None else time.time()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             "triggers.athena_query.AthenaQueryTrigger",
             {"query_id": self.query_id, "step": self.step, "settings": self.settings,
-             "max_interval_seconds": self.max_interval_seconds},
+             "max_interval_seconds": self.max_interval_seconds, "deferred_at": self.deferred_at},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -48,7 +54,9 @@ class AthenaQueryTrigger(BaseTrigger):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_interval_seconds)
         except Exception as exc:  # the wait itself failed (credentials, network): the task says so
-            yield TriggerEvent({**event, "status": "error", "state": "UNKNOWN", "reason": str(exc)})
-            return
-        outcome = "success" if status.state == "SUCCEEDED" else "failed"
-        yield TriggerEvent({**event, "status": outcome, "state": status.state, "reason": status.reason})
+            event.update(status="error", state="UNKNOWN", reason=str(exc))
+        else:
+            event.update(status="success" if status.state == "SUCCEEDED" else "failed", state=status.state,
+                         reason=status.reason)
+        await hold_until_settled(self.deferred_at, self.settings)
+        yield TriggerEvent(event)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, ClassVar, Iterable
@@ -27,6 +28,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from batch_model import JobState, children_by_status, completion_event, progress_text
 from platform_settings import PlatformSettings
+from triggers import hold_until_settled
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +396,8 @@ class BatchJobEventTrigger(BaseTrigger):
     :param settings: resolved ``PlatformSettings.to_dict()``; the triggerer needs no Variable lookup.
     :param terminate_on_kill: terminate the jobs when a user marks the deferred task failed or clears it.
     :param progress_interval_seconds: the least time between two progress lines of an array job.
+    :param deferred_at: when the task deferred (epoch seconds; now if not given): the event is held until
+        ``min_defer_seconds`` after it (``triggers.hold_until_settled``).
     """
 
     def __init__(
@@ -402,6 +406,7 @@ class BatchJobEventTrigger(BaseTrigger):
         settings: dict[str, Any],
         terminate_on_kill: bool = True,
         progress_interval_seconds: float = DEFAULT_PROGRESS_INTERVAL,
+        deferred_at: float | None = None,
     ):
         super().__init__()
         if (
@@ -416,6 +421,7 @@ class BatchJobEventTrigger(BaseTrigger):
         self.settings = dict(settings)
         self.terminate_on_kill = terminate_on_kill
         self.progress_interval_seconds = progress_interval_seconds
+        self.deferred_at = deferred_at if deferred_at is not None else time.time()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -425,6 +431,7 @@ class BatchJobEventTrigger(BaseTrigger):
                 "settings": self.settings,
                 "terminate_on_kill": self.terminate_on_kill,
                 "progress_interval_seconds": self.progress_interval_seconds,
+                "deferred_at": self.deferred_at,
             },
         )
 
@@ -445,11 +452,16 @@ class BatchJobEventTrigger(BaseTrigger):
                     next_progress = loop.time() + self.progress_interval_seconds
             states = [s for s in watch.states().values() if s is not None]
         except HubError as exc:
-            yield TriggerEvent({"status": "error", "message": str(exc), "job_ids": self.job_ids, "jobs": []})
-            return
+            states, error = [], str(exc)
+        else:
+            error = None
         finally:
             watch.close()
-        yield TriggerEvent(completion_event(states))
+        await hold_until_settled(self.deferred_at, self.settings)
+        if error is not None:
+            yield TriggerEvent({"status": "error", "message": error, "job_ids": self.job_ids, "jobs": []})
+        else:
+            yield TriggerEvent(completion_event(states))
 
     async def _log_progress(self, hub: EventHub, watch: Watch, reported: dict[str, Counter[str]]) -> None:
         """A line per waited array job whose children's states changed since its last line. Logged here, in

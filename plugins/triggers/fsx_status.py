@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from platform_settings import PlatformSettings
+from triggers import hold_until_settled
 
 # States from which the wanted one can no longer be reached.
 DEAD_END = {"FAILED", "MISCONFIGURED", "MISCONFIGURED_UNAVAILABLE", "DELETING", "CANCELED", "CANCELING"}
@@ -40,7 +41,9 @@ class FsxStatusTrigger(BaseTrigger):
         self.timeout_seconds = timeout_seconds
         self.first_interval_seconds = first_interval_seconds
         self.max_interval_seconds = max_interval_seconds
-        self.started_at = started_at if started_at is not None else time.time()  # survives a triggerer restart
+        # when the task deferred; serialized, so it survives a triggerer restart (the timeout and the
+        # min_defer_seconds hold count from it)
+        self.started_at = started_at if started_at is not None else time.time()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -52,6 +55,11 @@ class FsxStatusTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        event = await self._wait()
+        await hold_until_settled(self.started_at, self.settings)
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
         from hooks import backend
 
         event: dict[str, Any] = {"kind": self.kind, "target": self.target}
@@ -68,18 +76,15 @@ class FsxStatusTrigger(BaseTrigger):
                         event["reason"] = f"{resource_id} is {found['Lifecycle']}" + (f": {details}" if details else "")
                 event["states"] = states
                 if all(s == self.target for s in states.values()):
-                    yield TriggerEvent({**event, "status": "success"})
-                    return
+                    return {**event, "status": "success"}
                 stuck = {r: s for r, s in states.items() if s in DEAD_END or s == "NOT_FOUND"}
                 if stuck:
                     event.setdefault("reason", f"cannot reach {self.target}: {stuck}")
-                    yield TriggerEvent({**event, "status": "failed"})
-                    return
+                    return {**event, "status": "failed"}
                 if time.time() - self.started_at > self.timeout_seconds:
-                    yield TriggerEvent({**event, "status": "failed", "reason": f"not {self.target} after "
-                                        f"{self.timeout_seconds:.0f} s: {states}"})
-                    return
+                    return {**event, "status": "failed",
+                            "reason": f"not {self.target} after {self.timeout_seconds:.0f} s: {states}"}
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.max_interval_seconds)
         except Exception as exc:  # the wait itself failed (credentials, network): the task says so
-            yield TriggerEvent({**event, "status": "error", "reason": f"{type(exc).__name__}: {exc}"})
+            return {**event, "status": "error", "reason": f"{type(exc).__name__}: {exc}"}
