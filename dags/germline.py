@@ -70,10 +70,10 @@ def germline():
         sample_step("germline", "stats", ["stats"], after=call, vcpus=1, memory_mib=1024)
 
     samples = per_sample.expand(unit=units)
-    settled, verdict = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
-    index >> samples >> settled
-    cohort_tasks(settled)
-    run_report(SPEC, planned, settled, verdict)
+    end = settle_and_publish(SPEC, planned, ["variant_calls", "qc_metrics", "job_runs"])
+    index >> samples >> end.settled
+    cohort_tasks(end.settled) >> end.costs  # the cohort's jobs are the run's too: costed and in job_runs
+    run_report(SPEC, planned, end)
 
 
 germline()

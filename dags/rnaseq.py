@@ -57,10 +57,10 @@ def rnaseq():
                     after=fastp, vcpus=2, memory_mib=2048)
 
     samples = per_sample.expand(unit=units)
-    settled, verdict = settle_and_publish(SPEC, planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
-    index >> samples >> settled
-    run_report(SPEC, planned, settled, verdict)
-    count_matrices(SPEC, settled, verdict)
+    end = settle_and_publish(SPEC, planned, ["transcript_quant", "gene_quant", "qc_metrics", "job_runs"])
+    index >> samples >> end.settled
+    run_report(SPEC, planned, end)
+    count_matrices(SPEC, end)
 
 
 rnaseq()

@@ -6,7 +6,7 @@ Call these inside a ``@dag`` function. Nothing here touches the network at parse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow.sdk import task
 
@@ -48,13 +48,21 @@ def plan_and_index(spec: PipelineSpec, index: BatchJobOperator) -> tuple[Any, An
     return planned, units(planned)
 
 
-def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> tuple[Any, Any]:
+class RunEnd(NamedTuple):
+    """The tasks after a pipeline's per-sample steps (``settle_and_publish``)."""
+
+    settled: Any  # outcomes: wire ``per_sample >> settled``
+    costs: Any  # the run's jobs that are not a sample's (a report, a merge) go before it: ``job >> costs``
+    verdict: Any  # the run's last task: every publish goes before it
+
+
+def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> RunEnd:
     """After the per-sample steps: ``outcomes`` (each sample's outcome, what to publish, whether to stop;
     ``run_outcomes.settle``), one publish task per table (the results for every complete sample, done before
-    or now; job_runs for the samples whose jobs ran; sample_outcomes for every sample of the run; sample_costs,
-    after ``costs`` allocated the run's spend to the samples whose jobs ran) and
-    ``verdict``, the run's last task, which fails the run naming the samples that failed.
-    Returns (outcomes, verdict): wire ``per_sample >> outcomes``."""
+    or now; sample_outcomes for every sample of the run; job_runs for every job of the run and sample_costs,
+    after ``costs`` allocated the run's spend to the samples whose jobs ran, the run's own jobs (index build,
+    report, merge) split among them) and ``verdict``, the run's last task, which fails the run naming the
+    samples that failed."""
 
     @task(trigger_rule="all_done", multiple_outputs=True)  # also when some samples' tasks failed
     def outcomes(project: str, samples: list[str], todo: list[str], params=None, dag_run=None) -> dict:
@@ -87,11 +95,15 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
               f"{'; stopped: ' + result['stopped'] if result['stopped'] else ''}; run report: {result['report'] or 'none'}")
         return result
 
-    @task
-    def costs(project: str, job_units: list[str], dag_run=None) -> dict:
+    # after the run's own jobs too (a report, a merge), whether they ran, were skipped or failed
+    @task(trigger_rule="all_done")
+    def costs(project: str, job_units: list[str] | None, dag_run=None) -> dict:
+        from airflow_compat import AirflowSkipException
         from platform_settings import PlatformSettings
         from run_costs import stage_run_costs, summary_line
 
+        if job_units is None:  # outcomes did not settle (see its log): the verdict fails the run
+            raise AirflowSkipException("the run's outcomes were not settled: no cost to allocate")
         costed = stage_run_costs(PlatformSettings.resolve(), pipeline=spec.name, run_id=dag_run.run_id,
                                  project=project, units=job_units)
         print(summary_line(spec.name, costed))
@@ -107,7 +119,7 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
 
     settled = outcomes(planned["project"], planned["samples"], planned["todo"])
     costed = costs(planned["project"], settled["job_units"])
-    units_of = {"job_runs": settled["job_units"], "sample_outcomes": settled["outcome_units"],
+    units_of = {"job_runs": costed["job_run_units"], "sample_outcomes": settled["outcome_units"],
                 "sample_costs": costed["units"]}
     publishes = [
         PublishTableOperator(
@@ -123,7 +135,7 @@ def settle_and_publish(spec: PipelineSpec, planned: Any, tables: list[str]) -> t
     ]
     last = verdict(settled, costed)
     publishes >> last
-    return settled, last
+    return RunEnd(settled, costed, last)
 
 
 def pipeline_dag_args(pipeline: str, doc: str) -> dict[str, Any]:

@@ -119,7 +119,8 @@ def stage_run_costs(settings: PlatformSettings, *, pipeline: str, run_id: str, p
                     fsx_of_dag: str | None = None, price_book: Any = None) -> dict[str, Any]:
     """Allocate the run's cost to ``units`` (its samples, or its traits) and stage the sample_costs rows; with
     ``fsx_of_dag`` (the run's DAG id), its FSx file systems too. Returns the run's total, each unit's cost, the
-    units staged and whether every attempt was priced."""
+    units staged, whether every attempt was priced, and ``job_run_units``: every unit with a job in this run
+    (its samples and its own jobs: index build, report, merge), the units of its job_runs rows."""
     import time
 
     from hooks.lake import write_text
@@ -148,7 +149,8 @@ def stage_run_costs(settings: PlatformSettings, *, pipeline: str, run_id: str, p
         list(pool.map(one, by_unit.items()))
     costs = per_unit(rows)
     return {"total_usd": round(sum(costs.values()), 6), "per_unit": {u: round(c, 6) for u, c in costs.items()},
-            "units": sorted(by_unit), "priced": all(r.priced for r in rows), "price_calls": dict(book.calls)}
+            "units": sorted(by_unit), "priced": all(r.priced for r in rows), "price_calls": dict(book.calls),
+            "job_run_units": sorted({job.unit for job in jobs})}
 
 
 def run_file_systems(settings: PlatformSettings, dag_id: str, run_id: str, book: Any, now_ms: int

@@ -14,16 +14,17 @@ from airflow.sdk import task
 
 from operators.batch_job import BatchJobOperator
 from operators.publish import PublishTableOperator
-from pipeline_dag import PROJECT_PRODUCTS_POOL, RUN_PROJECT
+from pipeline_dag import PROJECT_PRODUCTS_POOL, RUN_PROJECT, RunEnd
 from pipeline_plan import PipelineSpec
 
 VERSION = "{{ params.pipeline_version }}"
 
 
-def run_report(spec: PipelineSpec, planned: Any, settled: Any, verdict: Any) -> BatchJobOperator:
+def run_report(spec: PipelineSpec, planned: Any, end: RunEnd) -> BatchJobOperator:
     """``report_samples`` (the run's sample list, written beside the report for its job) -> ``multiqc`` (one job:
     the report, every sample named, failed and excluded ones marked; genomics_steps.run_report) ->
-    ``publish_run_reports``; all before ``verdict``."""
+    ``publish_run_reports``; all before ``verdict``, the job before ``costs`` (its cost is the run's)."""
+    settled = end.settled
 
     @task(multiple_outputs=True)
     def report_samples(project: str, samples: list[str], settled: dict, params=None, dag_run=None) -> dict:
@@ -56,14 +57,15 @@ def run_report(spec: PipelineSpec, planned: Any, settled: Any, verdict: Any) -> 
     publish = PublishTableOperator(task_id="publish_run_reports", table="run_reports",
                                    project=RUN_PROJECT, pipeline=spec.name, pipeline_version=VERSION,
                                    units=listed["units"])
-    listed["uri"] >> report >> publish >> verdict
+    listed["uri"] >> report >> publish >> end.verdict
+    report >> end.costs
     return report
 
 
-def count_matrices(spec: PipelineSpec, settled: Any, verdict: Any) -> BatchJobOperator:
+def count_matrices(spec: PipelineSpec, end: RunEnd) -> BatchJobOperator:
     """``matrices_wanted`` (not when the run stopped or has no complete sample) -> ``merge`` (one job: the
     project's matrices over every complete sample of the version; genomics_steps.matrices) ->
-    ``publish_rnaseq_matrices``; all before ``verdict``."""
+    ``publish_rnaseq_matrices``; all before ``verdict``, the job before ``costs`` (its cost is the run's)."""
 
     # only merge and its publish are skipped: the verdict still runs (and fails a run with a failed sample)
     @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -81,5 +83,6 @@ def count_matrices(spec: PipelineSpec, settled: Any, verdict: Any) -> BatchJobOp
     publish = PublishTableOperator(task_id="publish_rnaseq_matrices", table="rnaseq_matrices",
                                    project=RUN_PROJECT, pipeline=spec.name, pipeline_version=VERSION,
                                    units=[VERSION], pool=PROJECT_PRODUCTS_POOL)
-    matrices_wanted(settled) >> merge >> publish >> verdict
+    matrices_wanted(end.settled) >> merge >> publish >> end.verdict
+    merge >> end.costs
     return merge

@@ -345,6 +345,14 @@ def test_a_germline_run_builds_and_publishes_the_projects_cohort_and_a_rerun_ski
         if ac:
             assert published[site] == (ac, 6, "1.0"), site
 
+    # the cohort's jobs are the run's: in its job_runs and shared by its samples in sample_costs
+    engine = backend.query_engine(local)
+    _, ran = engine.fetch("SELECT DISTINCT step FROM job_runs")
+    _, costed = engine.fetch("SELECT step, count(DISTINCT sample_id) FROM sample_costs GROUP BY step")
+    assert {"cohort_call_regions", "cohort_merge", "multiqc"} <= {step for step, in ran}
+    assert {step: n for step, n in costed if step.startswith("cohort_")} == {"cohort_call_regions": 3,
+                                                                             "cohort_merge": 3}
+
     jobs = _jobs(local)
     again = dag.test(run_conf={**conf, "samples": ["C1", "C2", "C3"]})
     states = _states(again)

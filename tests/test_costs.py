@@ -444,9 +444,13 @@ def test_a_pipeline_run_publishes_each_samples_cost_per_step_from_its_jobs_run_t
     assert {s for s, _ in got} == set(samples)
     for key, dollars in expected.items():
         assert got[key] == pytest.approx(dollars, abs=1e-6), key
-    index = {k: v for k, v in got.items() if k[1] == "salmon_index"}
-    assert len(index) == 2 and len(set(index.values())) == 1 and min(index.values()) > 0, \
-        "the index build is shared by the run's 2 samples"
+    # the run's own jobs (the index build, the count-matrix merge, the MultiQC report) are shared by its 2
+    # samples, and are in job_runs beside the samples' jobs
+    assert {step for _, step in got} == {"fastp", "salmon_quant", "salmon_index", "merge", "multiqc"}
+    for step in ("salmon_index", "merge", "multiqc"):
+        shared = {k: v for k, v in got.items() if k[1] == step}
+        assert len(shared) == 2 and len(set(shared.values())) == 1 and min(shared.values()) > 0, step
+    assert {unit for unit, *_ in jobs} == {*samples, "salmon_index", "merge", "multiqc"}
     assert all(row[3:] == ("local", "local", 1, True) for row in costs)
     assert "estimated cost $" in capfd.readouterr().out
 
