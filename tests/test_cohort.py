@@ -345,6 +345,12 @@ def test_a_germline_run_builds_and_publishes_the_projects_cohort_and_a_rerun_ski
         if ac:
             assert published[site] == (ac, 6, "1.0"), site
 
+    # the regions' parts are gone once the cohort VCF holds them; the plan stays as the build's record
+    from genomics_steps.runtime import list_uri
+
+    kept = list_uri(layout.cohort_prefix(lake, "1.0", "e2e"))
+    assert not [path for path in kept if path.startswith("parts/")] and any(p.startswith("plans/") for p in kept)
+
     # the cohort's jobs are the run's: in its job_runs and shared by its samples in sample_costs
     engine = backend.query_engine(local)
     _, ran = engine.fetch("SELECT DISTINCT step FROM job_runs")

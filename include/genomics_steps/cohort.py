@@ -16,8 +16,10 @@ child is its "sample" (``r0001``...).
   else from the lake's own files (local backend), else downloaded.
 - merge, once: ``bcftools concat`` of the regions' VCFs in region order (they are disjoint and in reference
   order, so the result is sorted), ``bcftools +fill-tags`` for AC, AN and AF, ``bcftools index -t``; stages the
-  site rows of ``cohort_variants``, then writes ``manifest.json`` last (samples, plan key, counts). A merge whose
-  manifest already has the plan's key has nothing to do.
+  site rows of ``cohort_variants``, then writes ``manifest.json`` last (samples, plan key, counts), and then
+  deletes the plan's region parts: the cohort VCF holds all of them, and a rebuild (another plan) would
+  otherwise leave a cohort's worth of parts behind each time. A merge whose manifest already has the plan's
+  key has nothing to do (and needs no part).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from urllib.parse import unquote, urlparse
 from genomics_steps import layout
 from genomics_steps.germline import PIPELINE
 from genomics_steps.names import SAMPLE_ID
-from genomics_steps.runtime import current_sample, download, exists_uri, on_fsx, read_uri, write_uri
+from genomics_steps.runtime import (current_sample, delete_uri, download, exists_uri, list_uri, on_fsx, read_uri,
+                                    write_uri)
 from genomics_steps.step import Step, StepFailed, main_of, sample_step_args, threads, truthy
 
 MANIFEST = "manifest.json"
@@ -208,6 +211,9 @@ def merge(args) -> None:
                 "regions": len(plan["regions"]), "sites": len(rows), "vcf": step.uri("cohort.vcf.gz"),
                 "index": step.uri("cohort.vcf.gz.tbi"), "job_id": document["job_id"]}
     write_uri(prefix + MANIFEST, json.dumps(manifest, indent=1).encode())  # last: the cohort is this plan's
+    parts_prefix = f"{prefix}parts/{plan['key']}/"
+    for path in list_uri(parts_prefix):  # only this plan's: another run may be calling another plan's regions
+        delete_uri(parts_prefix + path)
     print(f"cohort of {len(plan['samples'])} sample(s): {len(rows)} site(s) in {step.uri('cohort.vcf.gz')}",
           flush=True)
 
