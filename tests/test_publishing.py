@@ -540,6 +540,23 @@ def test_job_runs_published_before_its_new_columns_stay_readable_beside_new_runs
         ("j-new", None, "genomics-rnaseq:3"), ("j-old", None, None)]
 
 
+def test_ingest_qc_staged_before_the_layout_column_existed_publishes_with_layout_null(local):
+    """A sample QC'd by the release before single-end support staged its ingest_qc row without ``layout``; a
+    publish after the upgrade that includes it reads NULL there (as Athena reads a missing trailing field),
+    beside the new rows."""
+    columns = "series_id\treads_before\treads_after\tq30_rate\tgc_content\tduplication_rate\tverdict\treason"
+    staged = staging_uri(local.lake_root, "ingest_qc", "geo", "1.0", "geo")
+    lake.write_text(local, f"{staged}sample_id=GSM1/fastp.tsv",
+                    f"{columns}\nGSE1\t20000\t19000\t0.93\t0.48\t0.1\tqc_failed\t\"R1\" ends early\n")
+    lake.write_text(local, f"{staged}sample_id=GSM2/fastp.tsv",
+                    f"{columns}\tlayout\nGSE1\t8000\t7900\t0.91\t0.47\t0.1\tqc_passed\t\tsingle-end\n")
+    PublishTableOperator(task_id="publish_ingest_qc", table="ingest_qc", project="geo", pipeline="geo",
+                         pipeline_version="1.0", units=["GSM1", "GSM2"]).execute(task_context(**CONTEXT))
+    # and a quote is a character of the field (Athena's delimited text has no quoting)
+    assert sorted(rows(local, "SELECT sample_id, reads_after, reason, layout FROM ingest_qc")) == [
+        ("GSM1", 19000, '"R1" ends early', None), ("GSM2", 7900, None, "single-end")]
+
+
 # --- the AWS path ----------------------------------------------------------------------------------
 def _athena_calls(monkeypatch):
     """Record every StartQueryExecution request the publish sends (moto accepts it; it runs no SQL)."""

@@ -288,8 +288,11 @@ class LocalQueryEngine(QueryEngine):
             raise ValueError("the local engine projects one enum partition column; declare one")
         else:
             paths = _lit(str(root / "**" / "*"))
+        # Read as Athena's LazySimpleSerDe reads delimited text: no quoting (a quote is a character of the
+        # field), and a file staged before a column was added (TableSpec.added) reads NULL there
+        # (null_padding; DuckDB pads only with its dialect sniffing off)
         source = "read_csv({paths}, delim={delim}, header={header}, columns={cols}, hive_partitioning=true, " \
-                 "hive_types={hive})".format(
+                 "hive_types={hive}, auto_detect=false, quote='', escape='', null_padding=true)".format(
                      paths=paths,
                      delim=_lit(delimiter),
                      header="true" if skip_header else "false",
