@@ -304,6 +304,11 @@ def start(*, moto_port: int, batch_port: int, tick_seconds: float = 1.0, region:
         "GENOMICS_EVENT_QUEUE_URL": names["event_queue_url"],
         "GENOMICS_JOB_STATE_TABLE": names["job_state_table"],
         "GENOMICS_LAKE_URI": names["lake_uri"],
+        # Batch's time is compressed here (jobs of seconds, not minutes), and the triggers' hold for jobs that
+        # end within seconds would set the pace: the harness runs without it, as its BENCHMARKS figures were
+        # measured, and so keeps exercising the other guard against the scheduler race (a retry reattaches
+        # and completes without deferring)
+        "GENOMICS_MIN_DEFER_SECONDS": "0",
     }
     return moto, batch, env
 

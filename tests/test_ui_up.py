@@ -132,6 +132,15 @@ def test_a_run_triggered_from_the_form_with_a_pasted_list_publishes_those_sample
     assert sorted(rows) == [("demo", "RNA1"), ("demo", "RNA2")]
 
 
+def test_no_task_of_that_run_lost_a_try_to_the_schedulers_race(dev_up, pasted_run):
+    """The run's salmon_index job finds the index built and ends within a second of its submission. Without
+    the triggers' hold (min_defer_seconds) Airflow 3.3's scheduler took that try for killed
+    (apache/airflow#72716) and the run waited out the 5-minute retry delay."""
+    _, env, _ = dev_up
+    scheduler_log = (Path(env["AIRFLOW_HOME"]) / "logs" / "dev-up.log").read_text()
+    assert "but the task instance's state attribute is" not in scheduler_log
+
+
 def test_the_batch_tasks_of_that_run_answer_for_their_links(dev_up, pasted_run):
     """The UI asks the API for a task's links; on the local backend they have no URL (no AWS console) and
     the job's log file is named in the task log instead."""
