@@ -450,18 +450,13 @@ class BatchJobEventTrigger(BaseTrigger):
                 if loop.time() >= next_progress and not watch.done():
                     await self._log_progress(hub, watch, reported)
                     next_progress = loop.time() + self.progress_interval_seconds
-            states = [s for s in watch.states().values() if s is not None]
+            event = completion_event([s for s in watch.states().values() if s is not None])
         except HubError as exc:
-            states, error = [], str(exc)
-        else:
-            error = None
+            event = {"status": "error", "message": str(exc), "job_ids": self.job_ids, "jobs": []}
         finally:
             watch.close()
         await hold_until_settled(self.deferred_at, self.settings)
-        if error is not None:
-            yield TriggerEvent({"status": "error", "message": error, "job_ids": self.job_ids, "jobs": []})
-        else:
-            yield TriggerEvent(completion_event(states))
+        yield TriggerEvent(event)
 
     async def _log_progress(self, hub: EventHub, watch: Watch, reported: dict[str, Counter[str]]) -> None:
         """A line per waited array job whose children's states changed since its last line. Logged here, in
